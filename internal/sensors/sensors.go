@@ -1,0 +1,148 @@
+// Package sensors defines what a sensor source is, keeps the registry of source
+// types by name, and holds one file per source type.
+//
+// A source only reads: scheduling, timeouts, calibration, deadbands, metrics and
+// publishing live once, in the core (internal/gateway), so that every type
+// behaves the same and a new type is a single small file.
+package sensors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"sort"
+	"sync"
+)
+
+// Reading is one value of one quantity, in the quantity's unit (see Unit).
+type Reading struct {
+	Quantity string
+	Value    float64
+}
+
+// Source reads a sensor. Read must honour ctx (the core gives it the sensor's
+// timeout), must not sleep between reads or keep metrics: the core does both.
+// The core calls Read of one source from one goroutine at a time and is done
+// with the returned slice before the next call, so a source may reuse it.
+type Source interface {
+	Read(ctx context.Context) ([]Reading, error)
+}
+
+// Config holds one source type's own keys (those beside the common ones such as
+// name and interval). It is decoded strictly from the sensor's entry in the
+// config file, so every exported field needs a yaml tag.
+type Config interface {
+	// Validate checks the type's keys. Errors that concern one key should be
+	// a *KeyError so that the config loader can point at the key's line.
+	Validate() error
+	// New builds the source. It runs once at start, after Validate.
+	New(env Env) (Source, error)
+}
+
+// Env is what a source may need from the daemon when it is built.
+type Env struct {
+	Name string // the sensor's name
+}
+
+// KeyError is a validation error of one key of a source's config.
+type KeyError struct {
+	Key string // the yaml key, e.g. "device"
+	Msg string
+}
+
+func (e *KeyError) Error() string { return e.Key + ": " + e.Msg }
+
+// Errorf returns a *KeyError for key.
+func Errorf(key, format string, args ...any) error {
+	return &KeyError{Key: key, Msg: fmt.Sprintf(format, args...)}
+}
+
+var (
+	registryMu sync.RWMutex
+	registry   = map[string]func() Config{}
+)
+
+// Register makes a source type available under typ. It is called from init()
+// of the type's file and panics on an empty or duplicate name, since either is
+// a programming error that must not reach a user.
+func Register(typ string, newConfig func() Config) {
+	registryMu.Lock()
+	defer registryMu.Unlock()
+	if typ == "" || newConfig == nil {
+		panic("sensors: Register with empty type or nil constructor")
+	}
+	if _, dup := registry[typ]; dup {
+		panic("sensors: Register called twice for type " + typ)
+	}
+	registry[typ] = newConfig
+}
+
+// NewConfig returns a fresh config of the type's own keys, or false when no
+// such type is registered.
+func NewConfig(typ string) (Config, bool) {
+	registryMu.RLock()
+	defer registryMu.RUnlock()
+	f, ok := registry[typ]
+	if !ok {
+		return nil, false
+	}
+	return f(), true
+}
+
+// Types lists the registered type names, sorted.
+func Types() []string {
+	registryMu.RLock()
+	defer registryMu.RUnlock()
+	out := make([]string, 0, len(registry))
+	for t := range registry {
+		out = append(out, t)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// The quantities gatewayd knows, with their unit and physical range. A source
+// may return other quantities (an exec script may), which are published with
+// an empty unit and no range check.
+const (
+	Temperature = "temperature"
+	Humidity    = "humidity"
+	Pressure    = "pressure"
+)
+
+type quantityInfo struct {
+	unit     string
+	min, max float64
+}
+
+var quantities = map[string]quantityInfo{
+	Temperature: {unit: "°C", min: -273.15, max: 2000},
+	Humidity:    {unit: "%", min: 0, max: 100},
+	Pressure:    {unit: "hPa", min: 0, max: 20000},
+}
+
+// Unit returns the unit a quantity is published in ("" when unknown).
+func Unit(quantity string) string { return quantities[quantity].unit }
+
+// ErrOutOfRange marks a reading outside its quantity's physical range.
+var ErrOutOfRange = errors.New("value outside the physical range")
+
+// CheckRange reports whether v is a possible value of the quantity: finite,
+// and for the known quantities inside their physical range.
+func CheckRange(quantity string, v float64) error {
+	if v != v || v > 1e300 || v < -1e300 { // NaN or ±Inf cannot be published as JSON
+		return fmt.Errorf("%s %v: %w", quantity, v, ErrOutOfRange)
+	}
+	q, ok := quantities[quantity]
+	if ok && (v < q.min || v > q.max) {
+		return fmt.Errorf("%s %v (allowed %v..%v): %w", quantity, v, q.min, q.max, ErrOutOfRange)
+	}
+	return nil
+}
+
+var quantityName = regexp.MustCompile(`^[a-z][a-z0-9_]{0,63}$`)
+
+// ValidQuantity reports whether name may be used as a quantity: it ends up in
+// topics and JSON, so only [a-z][a-z0-9_]* of at most 64 bytes.
+func ValidQuantity(name string) bool { return quantityName.MatchString(name) }
