@@ -76,7 +76,9 @@ func (v *validator) complete(c *Config) {
 			s.Timeout = Duration(min(DefaultReadTimeout, s.Interval.D()))
 		}
 	}
-	if c.Broker.PasswordFile != "" && c.Broker.Password == "" {
+	if c.Broker.PasswordFile != "" && c.Broker.Password != "" {
+		v.add("broker.password_file", "password and password_file are mutually exclusive; keep one")
+	} else if c.Broker.PasswordFile != "" {
 		b, err := readLimited(c.Broker.PasswordFile)
 		if err != nil {
 			v.add("broker.password_file", "cannot read: %v", unwrapPath(err))
@@ -175,9 +177,6 @@ func (v *validator) validateBroker(b *Broker) {
 	}
 	if b.ReconnectMaxInterval.D() < 100*time.Millisecond {
 		v.add("broker.reconnect_max_interval", "must be at least 100ms, not %s", b.ReconnectMaxInterval)
-	}
-	if v.has("broker.password") && v.has("broker.password_file") {
-		v.add("broker.password_file", "password and password_file are mutually exclusive; keep one")
 	}
 	v.validateTLS(&b.TLS)
 	a := b.Availability

@@ -1,0 +1,162 @@
+// Command gatewayd is a sensor gateway daemon: it reads temperature and
+// humidity sensors, publishes the readings over one persistent MQTT session,
+// logs the messages that arrive on its subscriptions, and serves its health
+// and counters to Prometheus. This file holds the flags, the logger and the
+// signals; daemon.go wires the components.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"runtime"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"github.com/gatewayd/gatewayd/internal/config"
+	"github.com/gatewayd/gatewayd/internal/gateway"
+	"github.com/gatewayd/gatewayd/internal/metrics"
+	"github.com/gatewayd/gatewayd/internal/spool"
+)
+
+// version is set at build time: -ldflags "-X main.version=1.2.3".
+var version = "dev"
+
+// Exit codes (SPEC.md).
+const (
+	exitOK      = 0
+	exitRuntime = 1
+	exitUsage   = 2
+)
+
+const defaultConfig = "/etc/gatewayd/gateway.yaml"
+
+func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
+
+func run(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("gatewayd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", defaultConfig, "path of the YAML config file")
+	check := fs.Bool("check", false, "validate the config, print a summary and exit (0 valid, 2 invalid)")
+	once := fs.Bool("once", false, "read every sensor once, print \"TOPIC PAYLOAD\" lines and exit; no broker needed")
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: gatewayd [-config PATH] [-check | -once | -version]\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		return exitUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "gatewayd: unexpected argument %q\n", fs.Arg(0))
+		fs.Usage()
+		return exitUsage
+	}
+	if *check && *once {
+		fmt.Fprintln(stderr, "gatewayd: -check and -once exclude each other")
+		return exitUsage
+	}
+	if *showVersion {
+		fmt.Fprintln(stdout, versionString())
+		return exitOK
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return exitUsage
+	}
+	if *check {
+		printSummary(stdout, cfg)
+		return exitOK
+	}
+	logger := newLogger(cfg.Log, stderr)
+	if *once {
+		return readOnce(cfg, logger, stdout)
+	}
+	if err := runDaemon(cfg, logger); err != nil {
+		logger.Error("gatewayd stopped", "err", err)
+		return exitRuntime
+	}
+	return exitOK
+}
+
+func versionString() string {
+	commit := "unknown"
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+				commit = s.Value[:12]
+			}
+		}
+	}
+	return fmt.Sprintf("gatewayd %s (commit %s, %s %s/%s)", version, commit, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+}
+
+func newLogger(c config.Log, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.Level)) // validated by config
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// readOnce is -once: read every sensor, print, exit 1 if any failed.
+func readOnce(cfg *config.Config, logger *slog.Logger, stdout io.Writer) int {
+	m := metrics.New(version)
+	q := spool.NewMemory(cfg.Buffer.MaxMessages, int64(cfg.Buffer.MaxBytes), 1)
+	p, err := gateway.NewPoller(cfg, q, m, logger, metrics.NewLiveness(time.Minute))
+	if err != nil {
+		logger.Error("cannot set up the sensors", "err", err)
+		return exitRuntime
+	}
+	if err := p.ReadOnce(context.Background(), stdout); err != nil {
+		for _, line := range strings.Split(err.Error(), "\n") {
+			logger.Error("gatewayd -once", "err", line)
+		}
+		return exitRuntime
+	}
+	return exitOK
+}
+
+func printSummary(w io.Writer, c *config.Config) {
+	fmt.Fprintf(w, "%s: OK\n", c.File)
+	row := func(k, format string, args ...any) { fmt.Fprintf(w, "  %-17s %s\n", k+":", fmt.Sprintf(format, args...)) }
+	row("gateway id", "%s", c.Gateway.ID)
+	if c.EmbeddedBroker.Enabled {
+		row("embedded broker", "on %s", c.EmbeddedBroker.Listen)
+	}
+	row("broker", "%s", strings.Join(c.Broker.URLs, ", "))
+	session := "persistent session"
+	if c.Broker.CleanSession {
+		session = "clean session"
+	}
+	row("client id", "%s (%s, keepalive %s)", c.Broker.ClientID, session, c.Broker.Keepalive)
+	if c.Broker.Availability.Topic != "" {
+		row("availability", "%s (%s / %s)", c.Broker.Availability.Topic, c.Broker.Availability.Online, c.Broker.Availability.Offline)
+	}
+	row("publish", "%s, %s, QoS %d, retain %t", c.Publish.Topic, c.Publish.Format, c.Publish.QoS, c.Publish.Retain)
+	where := "memory"
+	if c.Buffer.Dir != "" {
+		where = "disk in " + c.Buffer.Dir
+	}
+	row("buffer", "%s, at most %d readings / %s, %d in flight", where, c.Buffer.MaxMessages, c.Buffer.MaxBytes, c.Buffer.MaxInflight)
+	row("sensors", "%d", len(c.Sensors))
+	for _, s := range c.Sensors {
+		fmt.Fprintf(w, "    - %s (%s, every %s, timeout %s)\n", s.Name, s.Type, s.Interval, s.Timeout)
+	}
+	row("subscriptions", "%d", len(c.Subscriptions))
+	for _, s := range c.Subscriptions {
+		fmt.Fprintf(w, "    - %s (QoS %d)\n", s.Topic, s.QoS)
+	}
+	row("metrics", "http://%s/metrics", c.Metrics.Listen)
+}

@@ -1,0 +1,242 @@
+package app_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/gatewayd/gatewayd/internal/app"
+	"github.com/gatewayd/gatewayd/internal/config"
+	"github.com/gatewayd/gatewayd/internal/metrics"
+	"github.com/gatewayd/gatewayd/internal/session"
+	"github.com/gatewayd/gatewayd/internal/testbroker"
+)
+
+// syncBuffer is a log sink that tests read while the daemon writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// daemon is one in-process gatewayd, wired exactly as cmd/gatewayd wires it.
+type daemon struct {
+	*app.App
+	logs *syncBuffer
+	stop func() error // SIGTERM, in effect: returns Run's error
+}
+
+// startDaemon loads yaml (with "metrics: {listen: 127.0.0.1:0}" added when
+// it has no metrics key) and runs it until the test ends or stop is called.
+func startDaemon(t *testing.T, yaml string) *daemon {
+	t.Helper()
+	if !strings.Contains(yaml, "metrics:") {
+		yaml += "\nmetrics: {listen: '127.0.0.1:0'}\n"
+	}
+	cfg, err := config.Parse(t.Name()+".yaml", []byte(yaml), os.LookupEnv)
+	if err != nil {
+		t.Fatalf("config: %v", err)
+	}
+	logs := &syncBuffer{}
+	log := slog.New(slog.NewJSONHandler(io.MultiWriter(logs, testLogWriter{t}), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	a, err := app.New(cfg, log, "test")
+	if err != nil {
+		t.Fatalf("app.New: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx, nil) }()
+	var once sync.Once
+	var runErr error
+	stop := func() error {
+		once.Do(func() {
+			cancel()
+			select {
+			case runErr = <-done:
+			case <-time.After(15 * time.Second):
+				t.Errorf("daemon did not stop within 15s")
+			}
+		})
+		return runErr
+	}
+	t.Cleanup(func() { stop() })
+	return &daemon{App: a, logs: logs, stop: stop}
+}
+
+// testLogWriter shows the daemon's log in verbose test output only.
+type testLogWriter struct{ t *testing.T }
+
+func (w testLogWriter) Write(p []byte) (int, error) {
+	if testing.Verbose() {
+		w.t.Logf("%s", bytes.TrimRight(p, "\n"))
+	}
+	return len(p), nil
+}
+
+func value(c prometheus.Collector) float64 { return testutil.ToFloat64(c) }
+
+// reading is a JSON payload as SPEC.md defines it.
+type reading struct {
+	Sensor   string  `json:"sensor"`
+	Quantity string  `json:"quantity"`
+	Value    float64 `json:"value"`
+	Unit     string  `json:"unit"`
+	Time     string  `json:"time"`
+	Seq      uint64  `json:"seq"`
+}
+
+// series groups the readings the broker received by sensor/quantity, in
+// arrival order; it fails on a payload that is not a reading.
+func series(t *testing.T, msgs []testbroker.Message) map[string][]reading {
+	t.Helper()
+	out := map[string][]reading{}
+	for _, m := range msgs {
+		var r reading
+		if err := json.Unmarshal(m.Payload, &r); err != nil {
+			t.Fatalf("payload on %s is not a reading: %q", m.Topic, m.Payload)
+		}
+		k := r.Sensor + "/" + r.Quantity
+		out[k] = append(out[k], r)
+	}
+	return out
+}
+
+// checkNoGaps asserts that every series holds every seq from its first to
+// its last, and that each seq first arrived after its predecessor: nothing
+// lost, order kept (duplicates, from resends, are allowed and counted).
+func checkNoGaps(t *testing.T, got map[string][]reading, from uint64) (distinct, dups int) {
+	t.Helper()
+	if len(got) == 0 {
+		t.Fatal("no readings at all")
+	}
+	keys := make([]string, 0, len(got))
+	for k := range got {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		seen := map[uint64]bool{}
+		var last uint64
+		for _, r := range got[k] {
+			if seen[r.Seq] {
+				dups++
+				continue
+			}
+			if r.Seq >= from && last >= from && r.Seq != last+1 {
+				t.Errorf("%s: seq %d first arrived after %d", k, r.Seq, last)
+			}
+			seen[r.Seq] = true
+			last = max(last, r.Seq)
+		}
+		for s := from; s <= last; s++ {
+			if !seen[s] {
+				t.Errorf("%s: seq %d missing (of %d..%d)", k, s, from, last)
+			}
+		}
+		distinct += len(seen)
+	}
+	return distinct, dups
+}
+
+// readingsOn keeps the reading topics under prefix (not the status topic).
+func readingsOn(prefix string) func(string) bool {
+	return func(topic string) bool { return strings.HasPrefix(topic, prefix) && !strings.HasSuffix(topic, "/status") }
+}
+
+// scrape GETs a path of the daemon's HTTP server.
+func scrape(t *testing.T, d *daemon, path string) (int, string) {
+	t.Helper()
+	resp, err := http.Get("http://" + d.HTTPAddr() + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
+// subscriber is a real MQTT client (gatewayd's own session package) with a
+// persistent session, collecting what it receives.
+type subscriber struct {
+	mu   sync.Mutex
+	msgs []session.Message
+	sess *session.Session
+}
+
+func subscribe(t *testing.T, url, clientID, filter string) *subscriber {
+	t.Helper()
+	s := &subscriber{}
+	b := config.Default().Broker
+	b.URLs = []string{url}
+	b.ClientID = clientID
+	b.Availability.Topic = ""
+	sess, err := session.New(session.Options{
+		Broker:        b,
+		Subscriptions: []config.Subscription{{Topic: filter, QoS: 1}},
+		OnMessage: func(m session.Message) {
+			s.mu.Lock()
+			s.msgs = append(s.msgs, m)
+			s.mu.Unlock()
+		},
+	}, slog.New(slog.DiscardHandler), metrics.New("sub"), metrics.NewLiveness(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.sess = sess
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); sess.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	testbroker.Eventually(t, 10*time.Second, "subscriber connected", sess.Connected)
+	return s
+}
+
+func (s *subscriber) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.msgs)
+}
+
+func (s *subscriber) messages() []testbroker.Message {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]testbroker.Message, len(s.msgs))
+	for i, m := range s.msgs {
+		out[i] = testbroker.Message{Topic: m.Topic, Payload: m.Payload, QoS: m.QoS, Retain: m.Retained}
+	}
+	return out
+}
+
+// sensorsYAML is n simulated sensors reading every interval.
+func sensorsYAML(n int, interval string) string {
+	var b strings.Builder
+	b.WriteString("sensors:\n")
+	for i := 0; i < n; i++ {
+		fmt.Fprintf(&b, "  - {name: s%d, type: simulated, interval: %s, seed: %d}\n", i, interval, i+1)
+	}
+	return b.String()
+}

@@ -1,0 +1,279 @@
+// Package gateway is the daemon's core: the one poll loop that reads every
+// sensor on its interval, applies calibration, range checks and deadbands,
+// renders topics and payloads and puts them in the spool; the publisher that
+// takes them from the spool to the broker in order; and the logger of the
+// messages that arrive on subscriptions.
+package gateway
+
+import (
+	"container/heap"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gatewayd/gatewayd/internal/config"
+	"github.com/gatewayd/gatewayd/internal/metrics"
+	"github.com/gatewayd/gatewayd/internal/sensors"
+	"github.com/gatewayd/gatewayd/internal/spool"
+)
+
+// Poller reads the sensors and turns their readings into spool records.
+type Poller struct {
+	sensors []*sensor
+	format  string
+	sink    func(*spool.Record) // where finished records go: the spool
+	m       *metrics.Metrics
+	log     *slog.Logger
+	live    *metrics.Liveness
+	seqs    map[string]uint64 // last seq per series at start (durable spool)
+	now     func() time.Time
+}
+
+// sensor is one configured sensor and its running state. Everything but
+// next and index is touched only by the one read in progress (busy).
+type sensor struct {
+	cfg       config.Sensor
+	src       sensors.Source
+	topicTmpl string
+	gateway   string
+	qos       byte
+	retain    bool
+	series    map[string]*sensorSeries
+
+	reads, readErrs prometheus.Counter
+	up, lastOK      prometheus.Gauge
+	failures        int // consecutive failed reads, for the log
+
+	busy  atomic.Bool
+	next  time.Time // scheduler only
+	index int       // position in the scheduler's heap
+}
+
+// NewPoller builds every configured source. q receives the records; the
+// sequence numbers continue from q.Seqs().
+func NewPoller(cfg *config.Config, q spool.Queue, m *metrics.Metrics, log *slog.Logger, live *metrics.Liveness) (*Poller, error) {
+	p := &Poller{format: cfg.Publish.Format, m: m, log: log, live: live, seqs: q.Seqs(), now: time.Now}
+	p.sink = func(r *spool.Record) {
+		if d := q.Append(r); d > 0 {
+			m.BufferDropped.Add(float64(d))
+		}
+		m.ReadingsTaken.Inc()
+	}
+	for i := range cfg.Sensors {
+		c := cfg.Sensors[i]
+		src, err := c.Source.New(sensors.Env{Name: c.Name})
+		if err != nil {
+			return nil, fmt.Errorf("sensor %q (type %s): %w", c.Name, c.Type, err)
+		}
+		s := &sensor{
+			cfg:       c,
+			src:       src,
+			topicTmpl: cfg.Publish.Topic,
+			gateway:   cfg.Gateway.ID,
+			qos:       byte(cfg.Publish.QoS),
+			retain:    cfg.Publish.Retain,
+			series:    map[string]*sensorSeries{},
+			reads:     m.SensorReads.WithLabelValues(c.Name),
+			readErrs:  m.SensorReadErrors.WithLabelValues(c.Name),
+			up:        m.SensorUp.WithLabelValues(c.Name),
+			lastOK:    m.SensorLastSuccess.WithLabelValues(c.Name),
+		}
+		if c.Topic != "" {
+			s.topicTmpl = c.Topic
+		}
+		if c.QoS != nil {
+			s.qos = byte(*c.QoS)
+		}
+		if c.Retain != nil {
+			s.retain = *c.Retain
+		}
+		p.sensors = append(p.sensors, s)
+	}
+	return p, nil
+}
+
+// Run reads every sensor at start and then on its interval, until ctx ends.
+// A sensor whose previous read is still running skips its turn, so a hung
+// source delays nothing but itself.
+func (p *Poller) Run(ctx context.Context) error {
+	defer p.live.Done("poller")
+	var reads sync.WaitGroup
+	defer reads.Wait()
+
+	sched := make(schedule, len(p.sensors))
+	now := p.now()
+	for i, s := range p.sensors {
+		s.next, s.index = now, i
+		sched[i] = s
+	}
+	heap.Init(&sched)
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	beat := time.NewTicker(time.Second)
+	defer beat.Stop()
+	p.live.Beat("poller")
+	for {
+		now = p.now()
+		for len(sched) > 0 && !sched[0].next.After(now) {
+			s := sched[0]
+			if s.busy.CompareAndSwap(false, true) {
+				reads.Add(1)
+				go func() {
+					defer reads.Done()
+					defer s.busy.Store(false)
+					p.read(ctx, s)
+				}()
+			} else {
+				p.log.Debug("previous read still running; skipping this one", "sensor", s.cfg.Name)
+			}
+			iv := s.cfg.Interval.D()
+			if s.next = s.next.Add(iv); s.next.Before(now) {
+				s.next = now.Add(iv) // fell behind: do not try to catch up
+			}
+			heap.Fix(&sched, 0)
+		}
+		if len(sched) > 0 {
+			timer.Reset(sched[0].next.Sub(now))
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-timer.C:
+		case <-beat.C:
+			p.live.Beat("poller")
+		}
+	}
+}
+
+// read reads one sensor once, with its timeout, and takes what it read.
+func (p *Poller) read(ctx context.Context, s *sensor) {
+	rctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout.D())
+	readings, err := s.src.Read(rctx)
+	cancel()
+	if ctx.Err() != nil {
+		return // shutting down: neither a reading nor a failure
+	}
+	t := p.now()
+	if err == nil && len(readings) == 0 {
+		err = errors.New("the source returned no readings")
+	}
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) || rctx.Err() != nil {
+			err = fmt.Errorf("read timed out after %s: %w", s.cfg.Timeout, err)
+		}
+		s.readErrs.Inc()
+		s.up.Set(0)
+		s.failures++
+		if s.failures == 1 {
+			p.log.Warn("sensor read failed", "sensor", s.cfg.Name, "err", err)
+		} else {
+			p.log.Debug("sensor read failed again", "sensor", s.cfg.Name, "failures", s.failures, "err", err)
+		}
+		return
+	}
+	s.reads.Inc()
+	s.up.Set(1)
+	s.lastOK.Set(float64(t.UnixNano()) / 1e9)
+	if s.failures > 0 {
+		p.log.Info("sensor reads again", "sensor", s.cfg.Name, "failed_reads", s.failures)
+		s.failures = 0
+	}
+	for _, r := range readings {
+		p.take(s, r, t)
+	}
+}
+
+// take turns one reading into a record, unless it is rejected or within
+// the deadband.
+func (p *Poller) take(s *sensor, r sensors.Reading, t time.Time) {
+	if !sensors.ValidQuantity(r.Quantity) {
+		p.m.SensorValuesRejected.WithLabelValues(s.cfg.Name, "invalid").Inc()
+		p.log.Warn("reading with an invalid quantity name rejected", "sensor", s.cfg.Name, "quantity", fmt.Sprintf("%.64q", r.Quantity))
+		return
+	}
+	ser := s.seriesFor(r.Quantity, p)
+	v := ser.calibrate(r.Value)
+	if err := sensors.CheckRange(r.Quantity, v); err != nil {
+		ser.rejected.Inc()
+		if t.Sub(ser.rejectLogged) > time.Minute {
+			ser.rejectLogged = t
+			p.log.Warn("value rejected", "sensor", s.cfg.Name, "quantity", r.Quantity, "raw", r.Value, "err", err)
+		}
+		return
+	}
+	ser.value.Set(v)
+	if !ser.due(v, t, s.cfg.Heartbeat.D()) {
+		ser.suppressed.Inc()
+		return
+	}
+	ser.published, ser.lastValue, ser.lastTime = true, v, t
+	ser.seq++
+	rec := spool.Record{
+		Topic:   ser.topic,
+		Payload: ser.render(p.format, v, t, ser.seq),
+		QoS:     s.qos,
+		Retain:  s.retain,
+		Time:    t.UnixNano(),
+		SeqKey:  ser.seqKey,
+		Seq:     ser.seq,
+	}
+	p.sink(&rec)
+}
+
+// seriesFor returns the state of one quantity of s, creating it on first use.
+func (s *sensor) seriesFor(q string, p *Poller) *sensorSeries {
+	if ser, ok := s.series[q]; ok {
+		return ser
+	}
+	name := s.cfg.Name
+	ser := &sensorSeries{
+		series:     newSeries(renderTopic(s.topicTmpl, s.gateway, name, q), name, q),
+		value:      p.m.SensorValue.WithLabelValues(name, q),
+		rejected:   p.m.SensorValuesRejected.WithLabelValues(name, q),
+		suppressed: p.m.SensorValuesSuppressed.WithLabelValues(name, q),
+	}
+	ser.seq = p.seqs[ser.seqKey]
+	if v, ok := s.cfg.Offset[q]; ok {
+		ser.offset = v
+	}
+	if v, ok := s.cfg.Scale[q]; ok {
+		ser.scale = v
+	}
+	if v, ok := s.cfg.Deadband[q]; ok {
+		ser.deadband = v
+	}
+	s.series[q] = ser
+	return ser
+}
+
+// sensorSeries is a series with its metrics.
+type sensorSeries struct {
+	*series
+	value        prometheus.Gauge
+	rejected     prometheus.Counter
+	suppressed   prometheus.Counter
+	rejectLogged time.Time
+}
+
+// schedule is a min-heap of sensors by their next read.
+type schedule []*sensor
+
+func (h schedule) Len() int           { return len(h) }
+func (h schedule) Less(i, j int) bool { return h[i].next.Before(h[j].next) }
+func (h schedule) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].index, h[j].index = i, j
+}
+func (h *schedule) Push(x any) { s := x.(*sensor); s.index = len(*h); *h = append(*h, s) }
+func (h *schedule) Pop() any {
+	old := *h
+	s := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return s
+}

@@ -1,0 +1,203 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/gatewayd/gatewayd/internal/metrics"
+	"github.com/gatewayd/gatewayd/internal/session"
+	"github.com/gatewayd/gatewayd/internal/spool"
+)
+
+// Publisher takes records from the spool to the broker, oldest first, with
+// at most maxInflight unacknowledged at a time. A record leaves the spool
+// only when its PUBACK came. When a connection is lost, everything that was
+// in flight on it is sent again, in order, on the next one: the broker sees
+// every reading at least once, and the order of each series is kept.
+type Publisher struct {
+	q     spool.Queue
+	sess  *session.Session
+	m     *metrics.Metrics
+	log   *slog.Logger
+	live  *metrics.Liveness
+	stall time.Duration // an ack that takes longer means a dead link
+
+	inflight chan flight
+}
+
+type flight struct {
+	id   uint64
+	tok  session.Token
+	conn *session.Conn
+	sent time.Time
+}
+
+// batchSize is how many records the sender takes from the spool at once.
+const batchSize = 64
+
+// NewPublisher returns a publisher for q over sess. stall is how long the
+// oldest unacknowledged publish may wait before the connection is declared
+// dead (broker.keepalive: a live broker answers a ping within it).
+func NewPublisher(q spool.Queue, sess *session.Session, maxInflight int, stall time.Duration, m *metrics.Metrics, log *slog.Logger, live *metrics.Liveness) *Publisher {
+	return &Publisher{q: q, sess: sess, m: m, log: log, live: live, stall: stall, inflight: make(chan flight, maxInflight)}
+}
+
+// Run publishes until ctx ends. What is in flight then stays in the spool.
+func (p *Publisher) Run(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		p.acker(ctx)
+	}()
+	p.sender(ctx)
+	<-done
+	return nil
+}
+
+// sender publishes records in ID order on the current connection.
+func (p *Publisher) sender(ctx context.Context) {
+	defer p.live.Done("publisher")
+	var (
+		cursor  uint64 // last ID sent on conn
+		maxSent uint64 // highest ID ever sent: anything at or below is a resend
+		conn    *session.Conn
+		buf     = make([]spool.Record, 0, batchSize)
+	)
+	beat := time.NewTicker(time.Second)
+	defer beat.Stop()
+	p.live.Beat("publisher")
+	for {
+		cur, changed := p.sess.Current()
+		if cur != conn {
+			conn, cursor = cur, 0 // a new connection: start again from the oldest
+		}
+		var recs []spool.Record
+		if conn != nil && !isClosed(conn.Lost()) {
+			recs = p.q.Peek(cursor, buf)
+		}
+		if len(recs) == 0 {
+			var lost <-chan struct{}
+			if conn != nil {
+				lost = conn.Lost()
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-changed:
+			case <-lost:
+			case <-p.q.Notify():
+			case <-beat.C:
+				p.live.Beat("publisher")
+			}
+			continue
+		}
+		for i := range recs {
+			r := &recs[i]
+			if isClosed(conn.Lost()) {
+				break
+			}
+			tok := conn.Publish(r.Topic, r.QoS, r.Retain, r.Payload)
+			if r.ID <= maxSent {
+				p.m.MQTTResent.Inc()
+			} else {
+				maxSent = r.ID
+			}
+			cursor = r.ID
+			select {
+			case p.inflight <- flight{id: r.ID, tok: tok, conn: conn, sent: time.Now()}:
+			case <-ctx.Done():
+				return
+			}
+		}
+		clear(recs) // drop references to payloads that may be acked soon
+	}
+}
+
+// acker waits for the acknowledgements in the order of sending, which is
+// the order a broker answers in.
+func (p *Publisher) acker(ctx context.Context) {
+	defer p.live.Done("publisher-acks")
+	stall := time.NewTimer(time.Hour)
+	defer stall.Stop()
+	beat := time.NewTicker(time.Second)
+	defer beat.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case f := <-p.inflight:
+			if !p.await(ctx, f, stall, beat) {
+				return
+			}
+		case <-beat.C:
+			p.live.Beat("publisher-acks")
+		}
+	}
+}
+
+// await waits for one publish; false when ctx ended.
+func (p *Publisher) await(ctx context.Context, f flight, stall *time.Timer, beat *time.Ticker) bool {
+	stall.Reset(max(0, p.stall-time.Since(f.sent)))
+	for {
+		select {
+		case <-f.tok.Done():
+			if err := f.tok.Error(); err != nil {
+				p.m.MQTTPublishFailures.Inc()
+				// The record stays in the spool; resending it in order
+				// needs a fresh start of the sender, i.e. a new connection.
+				f.conn.Abort(fmt.Errorf("publish failed: %w", err))
+				return true
+			}
+			if p.q.Ack(f.id) {
+				p.m.MQTTPublished.Inc()
+			}
+			return true
+		case <-f.conn.Lost():
+			if isClosed(f.tok.Done()) && f.tok.Error() == nil {
+				if p.q.Ack(f.id) {
+					p.m.MQTTPublished.Inc()
+				}
+				return true
+			}
+			p.m.MQTTPublishFailures.Inc() // kept, and sent again on the next connection
+			return true
+		case <-stall.C:
+			p.log.Warn("the broker stopped acknowledging; reconnecting", "waited", p.stall, "broker", f.conn.URL())
+			f.conn.Abort(errors.New("no acknowledgement within broker.keepalive"))
+		case <-beat.C:
+			p.live.Beat("publisher-acks")
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+// Drain waits until the spool is empty or ctx ends, for a clean shutdown;
+// it reports how many records are left.
+func (p *Publisher) Drain(ctx context.Context) int {
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		n := p.q.Len()
+		if n == 0 {
+			return 0
+		}
+		select {
+		case <-ctx.Done():
+			return p.q.Len()
+		case <-t.C:
+		}
+	}
+}
+
+func isClosed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}

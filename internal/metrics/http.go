@@ -1,0 +1,165 @@
+package metrics
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"html"
+	"log/slog"
+	"net"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Liveness tracks the daemon's long-running loops. Each loop beats at least
+// every second or so; /healthz and the systemd watchdog ping only while
+// every registered loop has beaten recently, so a deadlocked loop is seen.
+type Liveness struct {
+	mu     sync.Mutex
+	beats  map[string]time.Time
+	maxAge time.Duration
+	now    func() time.Time
+}
+
+// NewLiveness returns a tracker that calls a loop stale after maxAge.
+func NewLiveness(maxAge time.Duration) *Liveness {
+	return &Liveness{beats: map[string]time.Time{}, maxAge: maxAge, now: time.Now}
+}
+
+// Beat records that the named loop made progress.
+func (l *Liveness) Beat(loop string) {
+	l.mu.Lock()
+	l.beats[loop] = l.now()
+	l.mu.Unlock()
+}
+
+// Done removes a loop that ended on purpose (at shutdown).
+func (l *Liveness) Done(loop string) {
+	l.mu.Lock()
+	delete(l.beats, loop)
+	l.mu.Unlock()
+}
+
+// Check returns nil while every loop is fresh, else an error naming the
+// stale ones.
+func (l *Liveness) Check() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.now()
+	var stale []string
+	for name, t := range l.beats {
+		if age := now.Sub(t); age > l.maxAge {
+			stale = append(stale, fmt.Sprintf("%s (%s)", name, age.Round(time.Second)))
+		}
+	}
+	if len(stale) == 0 {
+		return nil
+	}
+	sort.Strings(stale)
+	return errors.New("stalled loops: " + strings.Join(stale, ", "))
+}
+
+// Server serves /metrics, /healthz, /readyz and /.
+type Server struct {
+	m         *Metrics
+	live      *Liveness
+	connected func() bool
+	version   string
+	log       *slog.Logger
+	ln        net.Listener
+	srv       *http.Server
+}
+
+// NewServer prepares the HTTP server; connected tells /readyz whether the
+// broker session is open.
+func NewServer(m *Metrics, live *Liveness, connected func() bool, version string, log *slog.Logger) *Server {
+	s := &Server{m: m, live: live, connected: connected, version: version, log: log}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{
+		ErrorLog:            slog.NewLogLogger(log.Handler(), slog.LevelError),
+		MaxRequestsInFlight: 4,
+		Timeout:             10 * time.Second,
+	}))
+	mux.HandleFunc("/healthz", s.healthz)
+	mux.HandleFunc("/readyz", s.readyz)
+	mux.HandleFunc("/{$}", s.index)
+	s.srv = &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       60 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+	}
+	return s
+}
+
+// Listen opens the listening socket, so that a taken port is reported
+// before the daemon says it is ready.
+func (s *Server) Listen(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	s.ln = ln
+	return nil
+}
+
+// Addr is the address listened on (useful with port 0).
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// Run serves until ctx ends, then shuts down within a second.
+func (s *Server) Run(ctx context.Context) error {
+	errc := make(chan error, 1)
+	go func() { errc <- s.srv.Serve(s.ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("metrics server: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := s.srv.Shutdown(sctx); err != nil {
+		s.srv.Close()
+	}
+	return nil
+}
+
+func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if err := s.live.Check(); err != nil {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintln(w, err)
+		return
+	}
+	fmt.Fprintln(w, "ok")
+}
+
+func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if !s.connected() {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintln(w, "not connected to the broker")
+		return
+	}
+	fmt.Fprintln(w, "connected to the broker")
+}
+
+func (s *Server) index(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	fmt.Fprintf(w, `<!doctype html>
+<html><head><title>gatewayd</title></head><body>
+<h1>gatewayd %s</h1>
+<ul>
+<li><a href="/metrics">/metrics</a>: Prometheus metrics</li>
+<li><a href="/healthz">/healthz</a>: 200 while the daemon's loops are alive</li>
+<li><a href="/readyz">/readyz</a>: 200 while connected to the broker</li>
+</ul>
+</body></html>
+`, html.EscapeString(s.version))
+}

@@ -1,0 +1,134 @@
+// Package metrics owns the daemon's Prometheus registry, the typed metrics
+// the other packages update, and the HTTP server for /metrics, /healthz and
+// /readyz. The metric names are a public contract (see SPEC.md): dashboards
+// and alert rules depend on them.
+package metrics
+
+import (
+	"runtime"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Metrics holds every metric of the daemon, registered on its own registry.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	MQTTConnected          prometheus.Gauge
+	MQTTConnects           prometheus.Counter
+	MQTTConnectFailures    prometheus.Counter
+	MQTTConnectionLost     prometheus.Counter
+	MQTTPublished          prometheus.Counter
+	MQTTPublishFailures    prometheus.Counter
+	MQTTResent             prometheus.Counter
+	MQTTReceived           *prometheus.CounterVec // subscription
+	MQTTSubscribeFailures  *prometheus.CounterVec // subscription
+	MQTTLogSuppressed      prometheus.Counter
+	ReadingsTaken          prometheus.Counter
+	SensorReads            *prometheus.CounterVec // sensor
+	SensorReadErrors       *prometheus.CounterVec // sensor
+	SensorValue            *prometheus.GaugeVec   // sensor, quantity
+	SensorUp               *prometheus.GaugeVec   // sensor
+	SensorLastSuccess      *prometheus.GaugeVec   // sensor
+	SensorValuesRejected   *prometheus.CounterVec // sensor, quantity
+	SensorValuesSuppressed *prometheus.CounterVec // sensor, quantity
+	BufferDropped          prometheus.Counter
+	BufferDiskErrors       prometheus.Counter
+	BufferCorrupt          prometheus.Counter
+}
+
+// BufferStats is what the buffer gauges read at scrape time.
+type BufferStats interface {
+	Len() int
+	Bytes() int64
+	Oldest() (time.Time, bool)
+	Durable() bool
+}
+
+// New creates the metrics on a fresh registry, with the Go and process
+// collectors and gatewayd_build_info.
+func New(version string) *Metrics {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	f := factory{reg}
+	m := &Metrics{
+		Registry:              reg,
+		MQTTConnected:         f.gauge("gatewayd_mqtt_connected", "1 while the MQTT session is open, else 0."),
+		MQTTConnects:          f.counter("gatewayd_mqtt_connects_total", "Successful CONNACKs, the first connect included."),
+		MQTTConnectFailures:   f.counter("gatewayd_mqtt_connect_failures_total", "Connection attempts that failed (refused, timed out, rejected by the broker)."),
+		MQTTConnectionLost:    f.counter("gatewayd_mqtt_connection_lost_total", "Connections lost after being up."),
+		MQTTPublished:         f.counter("gatewayd_mqtt_messages_published_total", "Readings acknowledged by the broker (QoS 0: written)."),
+		MQTTPublishFailures:   f.counter("gatewayd_mqtt_publish_failures_total", "Publishes that failed and were kept for retry or dropped."),
+		MQTTResent:            f.counter("gatewayd_mqtt_resent_total", "Readings published again after a reconnect because their acknowledgement had not come."),
+		MQTTReceived:          f.counterVec("gatewayd_mqtt_messages_received_total", "Messages that arrived, by the subscription (topic filter) they matched.", "subscription"),
+		MQTTSubscribeFailures: f.counterVec("gatewayd_mqtt_subscribe_failures_total", "Subscriptions the broker refused (SUBACK 0x80) or that failed.", "subscription"),
+		MQTTLogSuppressed:     f.counter("gatewayd_mqtt_messages_log_suppressed_total", "Received messages not logged because more arrived than the log rate limit."),
+		ReadingsTaken:         f.counter("gatewayd_readings_taken_total", "Readings put in the buffer to be published (after deadband)."),
+		SensorReads:           f.counterVec("gatewayd_sensor_reads_total", "Successful sensor reads.", "sensor"),
+		SensorReadErrors:      f.counterVec("gatewayd_sensor_read_errors_total", "Failed sensor reads (errors and timeouts).", "sensor"),
+		SensorValue:           f.gaugeVec("gatewayd_sensor_value", "The last value read, after calibration.", "sensor", "quantity"),
+		SensorUp:              f.gaugeVec("gatewayd_sensor_up", "1 when the sensor's last read succeeded, else 0.", "sensor"),
+		SensorLastSuccess:     f.gaugeVec("gatewayd_sensor_last_success_timestamp_seconds", "Unix time of the sensor's last successful read.", "sensor"),
+		SensorValuesRejected:  f.counterVec("gatewayd_sensor_values_rejected_total", "Values rejected as outside the quantity's physical range (or not a number).", "sensor", "quantity"),
+		SensorValuesSuppressed: f.counterVec("gatewayd_sensor_values_suppressed_total",
+			"Values not published because they stayed within the deadband.", "sensor", "quantity"),
+		BufferDropped:    f.counter("gatewayd_buffer_dropped_total", "Readings dropped because the buffer was full (oldest first)."),
+		BufferDiskErrors: f.counter("gatewayd_buffer_disk_errors_total", "Failures of the disk buffer; after one the buffer is kept in memory."),
+		BufferCorrupt:    f.counter("gatewayd_buffer_corrupt_total", "Disk buffers found unreadable at start and moved aside."),
+	}
+	bi := f.gaugeVec("gatewayd_build_info", "Always 1; the labels tell the version and the Go version.", "version", "goversion")
+	bi.WithLabelValues(version, runtime.Version()).Set(1)
+	return m
+}
+
+// WatchBuffer registers the buffer gauges, read from b at each scrape.
+func (m *Metrics) WatchBuffer(b BufferStats) {
+	f := factory{m.Registry}
+	f.gaugeFunc("gatewayd_buffer_messages", "Readings waiting to be published.", func() float64 { return float64(b.Len()) })
+	f.gaugeFunc("gatewayd_buffer_bytes", "Bytes the waiting readings take, as counted against buffer.max_bytes.", func() float64 { return float64(b.Bytes()) })
+	f.gaugeFunc("gatewayd_buffer_oldest_age_seconds", "Age of the oldest waiting reading; 0 when none waits.", func() float64 {
+		t, ok := b.Oldest()
+		if !ok {
+			return 0
+		}
+		return max(0, time.Since(t).Seconds())
+	})
+	f.gaugeFunc("gatewayd_buffer_durable", "1 while the buffer is kept on disk, 0 in memory.", func() float64 {
+		if b.Durable() {
+			return 1
+		}
+		return 0
+	})
+}
+
+type factory struct{ reg *prometheus.Registry }
+
+func (f factory) counter(name, help string) prometheus.Counter {
+	c := prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
+	f.reg.MustRegister(c)
+	return c
+}
+
+func (f factory) gauge(name, help string) prometheus.Gauge {
+	g := prometheus.NewGauge(prometheus.GaugeOpts{Name: name, Help: help})
+	f.reg.MustRegister(g)
+	return g
+}
+
+func (f factory) counterVec(name, help string, labels ...string) *prometheus.CounterVec {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
+	f.reg.MustRegister(c)
+	return c
+}
+
+func (f factory) gaugeVec(name, help string, labels ...string) *prometheus.GaugeVec {
+	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, labels)
+	f.reg.MustRegister(g)
+	return g
+}
+
+func (f factory) gaugeFunc(name, help string, fn func() float64) {
+	f.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, fn))
+}
