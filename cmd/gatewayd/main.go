@@ -130,7 +130,9 @@ func readOnce(cfg *config.Config, logger *slog.Logger, stdout io.Writer) int {
 
 func printSummary(w io.Writer, c *config.Config) {
 	fmt.Fprintf(w, "%s: OK\n", c.File)
-	row := func(k, format string, args ...any) { fmt.Fprintf(w, "  %-17s %s\n", k+":", fmt.Sprintf(format, args...)) }
+	row := func(k, format string, args ...any) {
+		fmt.Fprintf(w, "  %-17s %s\n", k+":", fmt.Sprintf(format, args...))
+	}
 	row("gateway id", "%s", c.Gateway.ID)
 	if c.EmbeddedBroker.Enabled {
 		row("embedded broker", "on %s", c.EmbeddedBroker.Listen)

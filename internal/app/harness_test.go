@@ -164,7 +164,9 @@ func checkNoGaps(t *testing.T, got map[string][]reading, from uint64) (distinct,
 
 // readingsOn keeps the reading topics under prefix (not the status topic).
 func readingsOn(prefix string) func(string) bool {
-	return func(topic string) bool { return strings.HasPrefix(topic, prefix) && !strings.HasSuffix(topic, "/status") }
+	return func(topic string) bool {
+		return strings.HasPrefix(topic, prefix) && !strings.HasSuffix(topic, "/status")
+	}
 }
 
 // scrape GETs a path of the daemon's HTTP server.
