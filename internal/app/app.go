@@ -44,8 +44,8 @@ type App struct {
 // New builds every component and opens every listener, so that a taken
 // port or a locked buffer is reported before the daemon says it is ready.
 // On error, whatever was opened is closed again.
-func New(cfg *config.Config, log *slog.Logger, version string) (a *App, err error) {
-	a = &App{cfg: cfg, log: log, Metrics: metrics.New(version), Liveness: metrics.NewLiveness(staleLoop)}
+func New(cfg *config.Config, log *slog.Logger, version string) (_ *App, err error) {
+	a := &App{cfg: cfg, log: log, Metrics: metrics.New(version), Liveness: metrics.NewLiveness(staleLoop)}
 	defer func() {
 		if err != nil {
 			a.close()
