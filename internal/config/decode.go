@@ -208,8 +208,8 @@ func (d *decoder) decodeSensor(n *yaml.Node, s *Sensor, path string) {
 	}
 	var srcv reflect.Value
 	own := map[string]int{}
-	if src != nil {
-		srcv = reflect.ValueOf(src).Elem()
+	if rv := reflect.ValueOf(src); src != nil && rv.Kind() == reflect.Pointer && rv.Elem().Kind() == reflect.Struct {
+		srcv = rv.Elem()
 		own = fieldsOf(srcv.Type())
 	}
 	d.eachKey(n, path, func(key string, k, val *yaml.Node) {
@@ -222,7 +222,7 @@ func (d *decoder) decodeSensor(n *yaml.Node, s *Sensor, path string) {
 		if src == nil {
 			return // the type is unknown, and so are its keys
 		}
-		if i, ok := own[key]; ok {
+		if i, ok := own[key]; ok && srcv.IsValid() {
 			d.lines[p] = k.Line
 			d.decode(val, srcv.Field(i), p)
 			return
