@@ -150,6 +150,26 @@ func TestHalfOpenLink(t *testing.T) {
 	checkNoGaps(t, series(t, b.Messages(readingsOn("gatewayd/gw/s"))), 1)
 }
 
+// TestHalfOpenLinkIdle: with nothing to publish, only the keepalive ping
+// can notice a frozen link; it must within 1.5 x keepalive.
+func TestHalfOpenLinkIdle(t *testing.T) {
+	b := testbroker.Start(t, testbroker.Options{})
+	p := testbroker.NewProxy(t, b.Addr())
+	d := startDaemon(t, baseYAML(p.URL())+"sensors: []\n")
+	m := d.Metrics
+	testbroker.Eventually(t, 10*time.Second, "connected", d.Session.Connected)
+	p.Blackhole()
+	frozen := time.Now()
+	testbroker.Eventually(t, 10*time.Second, "connection declared lost", func() bool { return value(m.MQTTConnectionLost) >= 1 })
+	noticed := time.Since(frozen)
+	t.Logf("idle half-open link noticed after %s (keepalive 2s)", noticed.Round(time.Millisecond))
+	if noticed > 3*time.Second+time.Second {
+		t.Errorf("noticed after %s, want within 1.5 x keepalive", noticed)
+	}
+	p.Restore()
+	testbroker.Eventually(t, 15*time.Second, "reconnected", d.Session.Connected)
+}
+
 // TestQoS0NotLostWhileReconnecting: paho drops QoS 0 publishes made while it
 // reconnects; gatewayd keeps them buffered until a connection is up.
 func TestQoS0NotLostWhileReconnecting(t *testing.T) {
