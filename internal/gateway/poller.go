@@ -155,6 +155,7 @@ func (p *Poller) Run(ctx context.Context) error {
 func (p *Poller) read(ctx context.Context, s *sensor) {
 	rctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout.D())
 	readings, err := s.src.Read(rctx)
+	timedOut := rctx.Err() != nil
 	cancel()
 	if ctx.Err() != nil {
 		return // shutting down: neither a reading nor a failure
@@ -164,7 +165,7 @@ func (p *Poller) read(ctx context.Context, s *sensor) {
 		err = errors.New("the source returned no readings")
 	}
 	if err != nil {
-		if errors.Is(err, context.DeadlineExceeded) || rctx.Err() != nil {
+		if timedOut {
 			err = fmt.Errorf("read timed out after %s: %w", s.cfg.Timeout, err)
 		}
 		s.readErrs.Inc()

@@ -157,8 +157,13 @@ func TestPollerHealthMetrics(t *testing.T) {
 	if ts := testutil.ToFloat64(f.m.SensorLastSuccess.WithLabelValues("h")); ts < float64(before.Unix()) {
 		t.Fatalf("last success %v", ts)
 	}
+	var logs strings.Builder
+	f.p.log = slog.New(slog.NewTextHandler(&logs, nil))
 	f.src.set(errors.New("EIO"))
 	f.p.read(context.Background(), s)
+	if !strings.Contains(logs.String(), "err=EIO") || strings.Contains(logs.String(), "timed out") {
+		t.Errorf("a plain read error logged as %q", logs.String())
+	}
 	f.src.set(nil) // no readings at all is a failure too
 	f.p.read(context.Background(), s)
 	if testutil.ToFloat64(f.m.SensorUp.WithLabelValues("h")) != 0 || testutil.ToFloat64(f.m.SensorReadErrors.WithLabelValues("h")) != 2 {

@@ -22,7 +22,8 @@ type Reading struct {
 }
 
 // Source reads a sensor. Read must honour ctx (the core gives it the sensor's
-// timeout), must not sleep between reads or keep metrics: the core does both.
+// timeout); it may retry a flaky device within ctx, but keeps no schedule
+// and no metrics: the core does both.
 // The core calls Read of one source from one goroutine at a time and is done
 // with the returned slice before the next call, so a source may reuse it.
 type Source interface {
