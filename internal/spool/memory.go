@@ -196,3 +196,45 @@ func (m *Memory) Close() error { return nil }
 
 // nextAfter is the ID the next Append will get.
 func (m *Memory) nextAfter() uint64 { m.mu.Lock(); defer m.mu.Unlock(); return m.nextID }
+
+// adopt adds r at the tail keeping its ID, which must be above every ID
+// held: the IDs skipped since the last record become acked holes. It is how
+// a durable spool whose disk failed hands its records over. It returns how
+// many records the bounds dropped.
+func (m *Memory) adopt(r *Record) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.skipTo(r.ID)
+	m.push(r)
+	return m.trim()
+}
+
+// resume sets the ID the next Append gets (never lower than what is held)
+// and the last sequence numbers, after adopt.
+func (m *Memory) resume(nextID uint64, seqs map[string]uint64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.skipTo(nextID)
+	for k, v := range seqs {
+		m.seqs[k] = v
+	}
+}
+
+// skipTo makes id the next ID, holding the IDs skipped as acked holes so
+// that ring positions stay ID - headID; m.mu is held.
+func (m *Memory) skipTo(id uint64) {
+	if m.n == 0 {
+		if id > m.nextID {
+			m.nextID, m.headID = id, id
+		}
+		return
+	}
+	for m.nextID < id {
+		if m.n == len(m.ring) {
+			m.grow()
+		}
+		m.ring[(m.head+m.n)%len(m.ring)] = slot{acked: true}
+		m.n++
+		m.nextID++
+	}
+}

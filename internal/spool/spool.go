@@ -9,6 +9,7 @@ package spool
 
 import (
 	"log/slog"
+	"os"
 	"time"
 )
 
@@ -87,6 +88,11 @@ type Options struct {
 	// OnCorrupt is called when the store found at start could not be read
 	// and was moved aside to movedTo; the spool starts afresh.
 	OnCorrupt func(movedTo string)
+
+	// For tests: how bbolt opens its file, and how many records' sizes a
+	// durable spool keeps in its head cache.
+	openFile  func(name string, flag int, perm os.FileMode) (*os.File, error)
+	headCache int
 }
 
 func (o *Options) logger() *slog.Logger {
@@ -97,7 +103,11 @@ func (o *Options) logger() *slog.Logger {
 }
 
 // Open returns the spool that opts describe: in memory, or on disk in
-// opts.Dir.
+// opts.Dir. A durable spool's errors name the directory; the one that says
+// it "is in use by another gatewayd" means another process holds it.
 func Open(opts Options) (Queue, error) {
-	return NewMemory(opts.MaxMessages, opts.MaxBytes, 1), nil
+	if opts.Dir == "" {
+		return NewMemory(opts.MaxMessages, opts.MaxBytes, 1), nil
+	}
+	return openDisk(opts)
 }

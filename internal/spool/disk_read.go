@@ -1,0 +1,141 @@
+package spool
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"runtime/debug"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+var (
+	bucketRecords = []byte("records")
+	bucketMeta    = []byte("meta")
+	bucketSeqs    = []byte("seqs")
+	keyNextID     = []byte("next-id")
+)
+
+func idKey(id uint64) []byte { return binary.BigEndian.AppendUint64(nil, id) }
+
+func keyID(k []byte) (uint64, error) {
+	if len(k) != 8 {
+		return 0, fmt.Errorf("record key %x is not an ID", k)
+	}
+	return binary.BigEndian.Uint64(k), nil
+}
+
+// guard runs fn and turns a panic into an error: bbolt panics on some
+// corrupt pages, and with SetPanicOnFault so does a failed read of the
+// memory-mapped file (an I/O error, a file truncated under it), which
+// would otherwise kill the process.
+func guard(fn func() error) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("bbolt panicked: %v", p)
+		}
+	}()
+	return fn()
+}
+
+// view runs fn on the records bucket in a read transaction, under guard.
+func (d *Disk) view(fn func(b *bolt.Bucket) error) error {
+	return guard(func() error {
+		return d.db.View(func(tx *bolt.Tx) error {
+			b := tx.Bucket(bucketRecords)
+			if b == nil {
+				return errors.New("records bucket missing")
+			}
+			return fn(b)
+		})
+	})
+}
+
+// peekDisk appends to buf the live committed records from ID start on;
+// d.mu is held.
+func (d *Disk) peekDisk(start uint64, buf []Record) ([]Record, error) {
+	err := d.view(func(b *bolt.Bucket) error {
+		c := b.Cursor()
+		for k, v := c.Seek(idKey(start)); k != nil && len(buf) < cap(buf); k, v = c.Next() {
+			id, err := keyID(k)
+			if err != nil || id >= d.diskNext {
+				return err
+			}
+			if d.isAcked(id) {
+				continue
+			}
+			rv, err := parseRecord(v)
+			if err != nil {
+				return fmt.Errorf("reading buffer record %d: %w", id, err)
+			}
+			buf = append(buf, rv.record())
+		}
+		return nil
+	})
+	return buf, err
+}
+
+// sizeOnDisk reads the size of committed record id; ok is false when it is
+// not there. d.mu is held.
+func (d *Disk) sizeOnDisk(id uint64) (size int64, ok bool, err error) {
+	err = d.view(func(b *bolt.Bucket) error {
+		v := b.Get(idKey(id))
+		if v == nil {
+			return nil
+		}
+		rv, err := parseRecord(v)
+		if err != nil {
+			return fmt.Errorf("reading buffer record %d: %w", id, err)
+		}
+		size, ok = rv.size(), true
+		return nil
+	})
+	return size, ok, err
+}
+
+// refill loads the head cache with the oldest live committed records from
+// head on; d.mu is held.
+func (d *Disk) refill() error {
+	cache, end := d.cacheBuf[:0], d.diskNext
+	err := d.view(func(b *bolt.Bucket) error {
+		c := b.Cursor()
+		for k, v := c.Seek(idKey(d.head)); k != nil; k, v = c.Next() {
+			id, err := keyID(k)
+			if err != nil || id >= d.diskNext {
+				return err
+			}
+			if d.isAcked(id) {
+				continue
+			}
+			if len(cache) == cap(cache) {
+				end = id
+				return nil
+			}
+			rv, err := parseRecord(v)
+			if err != nil {
+				return fmt.Errorf("reading buffer record %d: %w", id, err)
+			}
+			cache = append(cache, headEntry{id: id, time: rv.time, size: rv.size()})
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	d.cache, d.cacheEnd = cache, end
+	return nil
+}
+
+// compactCache moves the live entries of the head cache to the front of
+// its array, to make room at the end; d.mu is held.
+func (d *Disk) compactCache() {
+	n := 0
+	for _, c := range d.cache {
+		if c.id >= d.head && !d.isAcked(c.id) {
+			d.cacheBuf[n] = c
+			n++
+		}
+	}
+	d.cache = d.cacheBuf[:n]
+}
