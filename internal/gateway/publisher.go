@@ -176,14 +176,15 @@ func (p *Publisher) await(ctx context.Context, f flight, stall *time.Timer, beat
 }
 
 // Drain waits until the spool is empty or ctx ends, for a clean shutdown;
-// it reports how many records are left.
+// it reports how many records are left. A durable spool keeps its records
+// for the next start, so it is not waited for while no broker is connected.
 func (p *Publisher) Drain(ctx context.Context) int {
 	t := time.NewTicker(10 * time.Millisecond)
 	defer t.Stop()
 	for {
 		n := p.q.Len()
-		if n == 0 {
-			return 0
+		if n == 0 || p.q.Durable() && !p.sess.Connected() {
+			return n
 		}
 		select {
 		case <-ctx.Done():

@@ -142,7 +142,7 @@ func (s *Session) Run(ctx context.Context) error {
 		if err != nil {
 			delay := backoff(failures, s.opts.Broker.ReconnectMaxInterval.D())
 			failures++
-			s.log.Warn("cannot connect to the broker", "err", err, "retry_in", delay.Round(time.Millisecond))
+			s.log.Warn("cannot connect to the broker", "err", err, "retry_in", delay.Round(time.Millisecond).String())
 			if !s.sleep(ctx, delay) {
 				return nil
 			}
@@ -165,7 +165,7 @@ func (s *Session) Run(ctx context.Context) error {
 		}
 		delay := backoff(failures, s.opts.Broker.ReconnectMaxInterval.D())
 		failures++
-		s.log.Warn("connection lost", "broker", conn.url, "err", conn.Err(), "retry_in", delay.Round(time.Millisecond))
+		s.log.Warn("connection lost", "broker", conn.url, "err", conn.Err(), "retry_in", delay.Round(time.Millisecond).String())
 		if !s.sleep(ctx, delay) {
 			return nil
 		}
