@@ -140,9 +140,16 @@ func (s *Session) Run(ctx context.Context) error {
 			return nil
 		}
 		if err != nil {
-			delay := backoff(failures, s.opts.Broker.ReconnectMaxInterval.D())
+			maxDelay := s.opts.Broker.ReconnectMaxInterval.D()
+			delay := backoff(failures, maxDelay)
 			failures++
-			s.log.Warn("cannot connect to the broker", "err", err, "retry_in", delay.Round(time.Millisecond).String())
+			// The fast first retries are logged at debug, so that a broker
+			// that is away for long writes one warning per retry interval.
+			level := slog.LevelDebug
+			if failures == 1 || delay >= maxDelay/2 {
+				level = slog.LevelWarn
+			}
+			s.log.Log(ctx, level, "cannot connect to the broker", "err", err, "attempt", failures, "retry_in", delay.Round(time.Millisecond).String())
 			if !s.sleep(ctx, delay) {
 				return nil
 			}
