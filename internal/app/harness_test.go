@@ -217,12 +217,6 @@ func subscribe(t *testing.T, url, clientID, filter string) *subscriber {
 	return s
 }
 
-func (s *subscriber) count() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.msgs)
-}
-
 func (s *subscriber) messages() []testbroker.Message {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -252,7 +252,7 @@ func pingTimeout(keepalive time.Duration) time.Duration {
 
 func (s *Session) connect(ctx context.Context, url string) (*Conn, error) {
 	b := s.opts.Broker
-	conn := &Conn{url: url, lost: make(chan struct{}), log: s.log}
+	conn := &Conn{url: url, lost: make(chan struct{})}
 	o := mqtt.NewClientOptions().
 		AddBroker(url).
 		SetClientID(b.ClientID).
@@ -375,7 +375,6 @@ type Conn struct {
 	url            string
 	client         mqtt.Client
 	sessionPresent bool
-	log            *slog.Logger
 
 	lost     chan struct{}
 	lostOnce sync.Once
