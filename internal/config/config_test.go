@@ -230,3 +230,12 @@ func TestByteSize(t *testing.T) {
 		}
 	}
 }
+
+// TestNoDerivedErrors: a bad interval is reported once, not again through
+// the timeout derived from it.
+func TestNoDerivedErrors(t *testing.T) {
+	_, err := Parse("x.yaml", []byte("sensors:\n  - name: a\n    interval: -5s\n"), lookupTestEnv)
+	if err == nil || strings.Contains(err.Error(), "timeout") || strings.Count(err.Error(), "\n") != 0 {
+		t.Fatalf("want one error about the interval, got:\n%v", err)
+	}
+}

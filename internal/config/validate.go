@@ -73,7 +73,10 @@ func (v *validator) complete(c *Config) {
 			s.Interval = Duration(DefaultInterval)
 		}
 		if !v.has(fmt.Sprintf("sensors[%d].timeout", i)) {
-			s.Timeout = Duration(min(DefaultReadTimeout, s.Interval.D()))
+			s.Timeout = Duration(DefaultReadTimeout)
+			if s.Interval > 0 {
+				s.Timeout = Duration(min(DefaultReadTimeout, s.Interval.D()))
+			}
 		}
 	}
 	if c.Broker.PasswordFile != "" && c.Broker.Password != "" {

@@ -25,6 +25,7 @@ type Publisher struct {
 	live  *metrics.Liveness
 	stall time.Duration // an ack that takes longer means a dead link
 
+	slots    chan struct{} // one per publish awaiting its acknowledgement
 	inflight chan flight
 }
 
@@ -42,7 +43,8 @@ const batchSize = 64
 // oldest unacknowledged publish may wait before the connection is declared
 // dead (broker.keepalive: a live broker answers a ping within it).
 func NewPublisher(q spool.Queue, sess *session.Session, maxInflight int, stall time.Duration, m *metrics.Metrics, log *slog.Logger, live *metrics.Liveness) *Publisher {
-	return &Publisher{q: q, sess: sess, m: m, log: log, live: live, stall: stall, inflight: make(chan flight, maxInflight)}
+	return &Publisher{q: q, sess: sess, m: m, log: log, live: live, stall: stall,
+		slots: make(chan struct{}, maxInflight), inflight: make(chan flight, maxInflight)}
 }
 
 // Run publishes until ctx ends. What is in flight then stays in the spool.
@@ -94,10 +96,17 @@ func (p *Publisher) sender(ctx context.Context) {
 			}
 			continue
 		}
+	batch:
 		for i := range recs {
 			r := &recs[i]
-			if isClosed(conn.Lost()) {
-				break
+			// Take a slot before publishing, so that at most maxInflight
+			// publishes are ever unacknowledged.
+			select {
+			case p.slots <- struct{}{}:
+			case <-conn.Lost():
+				break batch
+			case <-ctx.Done():
+				return
 			}
 			tok := conn.Publish(r.Topic, r.QoS, r.Retain, r.Payload)
 			if r.ID <= maxSent {
@@ -106,11 +115,7 @@ func (p *Publisher) sender(ctx context.Context) {
 				maxSent = r.ID
 			}
 			cursor = r.ID
-			select {
-			case p.inflight <- flight{id: r.ID, tok: tok, conn: conn, sent: time.Now()}:
-			case <-ctx.Done():
-				return
-			}
+			p.inflight <- flight{id: r.ID, tok: tok, conn: conn, sent: time.Now()} // never blocks: slots bound it
 		}
 		clear(recs) // drop references to payloads that may be acked soon
 	}
@@ -129,7 +134,9 @@ func (p *Publisher) acker(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case f := <-p.inflight:
-			if !p.await(ctx, f, stall, beat) {
+			ok := p.await(ctx, f, stall, beat)
+			<-p.slots
+			if !ok {
 				return
 			}
 		case <-beat.C:

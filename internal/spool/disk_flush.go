@@ -27,10 +27,14 @@ func (d *Disk) run() {
 	for {
 		select {
 		case <-d.quit:
-			_, err := d.flush()
+			durable, err := d.flush()
 			if err != nil {
 				err = fmt.Errorf("buffer.dir %s: last commit failed, %d records were only in memory: %w",
 					d.dir, d.Len(), err)
+			} else if durable {
+				if err = guard(func() error { return d.db.Update(endRun) }); err != nil {
+					err = fmt.Errorf("buffer.dir %s: marking a clean close: %w", d.dir, err)
+				}
 			}
 			d.closeErr = errors.Join(err, d.closeDB())
 			return

@@ -53,6 +53,10 @@ func openDisk(opts Options) (*Disk, error) {
 	}
 	d := newDisk(db, st, opts, cacheMax)
 	log.Info("buffer store opened", "dir", opts.Dir, "records", st.live, "bytes", st.bytes)
+	if st.crashed && len(st.seqs) > 0 {
+		log.Warn("the last run did not shut down cleanly; seq numbers jump ahead so that subscribers see a gap where readings may be lost",
+			"skip", SeqSkipAfterCrash)
+	}
 	go d.run()
 	return d, nil
 }
@@ -81,6 +85,7 @@ func moveAside(path string) (string, error) {
 
 // storeState is what openStore learnt from the records on disk.
 type storeState struct {
+	crashed       bool // the last run did not close the store
 	nextID, first uint64
 	live          int
 	bytes         int64
@@ -109,7 +114,7 @@ func openStore(path string, opts Options, cacheMax int) (db *bolt.DB, st storeSt
 		err = check(db)
 	}
 	if err == nil {
-		err = guard(func() error { return db.Update(createBuckets) })
+		err = guard(func() error { return db.Update(func(tx *bolt.Tx) error { return startRun(tx, &st) }) })
 	}
 	if err != nil {
 		_ = guard(db.Close)
@@ -138,6 +143,7 @@ func scan(db *bolt.DB, cacheMax int) (st storeState, err error) {
 				}
 				st.nextID = max(st.nextID, binary.BigEndian.Uint64(v))
 			}
+			st.crashed = bucketGet(tx, bucketMeta, keyRunning) != nil
 			if err := scanSeqs(tx, st.seqs); err != nil {
 				return err
 			}
@@ -219,6 +225,26 @@ func check(db *bolt.DB) error {
 	})
 }
 
+// startRun creates the buckets and marks the store as in use, in the one
+// transaction that opening commits. After a crash it also moves every seq
+// ahead by SeqSkipAfterCrash, on disk too, so that a second crash before
+// the next commit cannot reuse the same numbers.
+func startRun(tx *bolt.Tx, st *storeState) error {
+	if err := createBuckets(tx); err != nil {
+		return err
+	}
+	if st.crashed {
+		sb := tx.Bucket(bucketSeqs)
+		for k, v := range st.seqs {
+			st.seqs[k] = v + SeqSkipAfterCrash
+			if err := sb.Put([]byte(k), binary.BigEndian.AppendUint64(nil, st.seqs[k])); err != nil {
+				return err
+			}
+		}
+	}
+	return tx.Bucket(bucketMeta).Put(keyRunning, []byte{1})
+}
+
 func createBuckets(tx *bolt.Tx) error {
 	for _, name := range [][]byte{bucketRecords, bucketMeta, bucketSeqs} {
 		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
@@ -227,6 +253,9 @@ func createBuckets(tx *bolt.Tx) error {
 	}
 	return nil
 }
+
+// endRun marks a clean close: the seqs on disk are exact again.
+func endRun(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Delete(keyRunning) }
 
 // newDisk builds the spool from what openStore found.
 func newDisk(db *bolt.DB, st storeState, opts Options, cacheMax int) *Disk {

@@ -14,7 +14,20 @@ var (
 	bucketMeta    = []byte("meta")
 	bucketSeqs    = []byte("seqs")
 	keyNextID     = []byte("next-id")
+	// keyRunning is present while a gatewayd has the store open; Close
+	// deletes it. Found at open, it means the last run ended in a crash.
+	keyRunning = []byte("running")
 )
+
+// SeqSkipAfterCrash is how far every sequence number jumps after a run
+// that did not close the store. Seqs are committed with the records every
+// SyncInterval, but readings are published before their commit, so a crash
+// can leave seqs published that the store does not know: continuing from
+// the stored value would reuse them for other readings. The jump covers
+// what a series can advance between two commits (at most 100 readings a
+// second for the shortest interval) with a large margin: a subscriber sees
+// a gap where readings may have been lost, never a seq used twice.
+const SeqSkipAfterCrash = 1000
 
 func idKey(id uint64) []byte { return binary.BigEndian.AppendUint64(nil, id) }
 

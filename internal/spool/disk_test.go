@@ -174,7 +174,7 @@ func TestDiskCrashCopy(t *testing.T) {
 		waitFor(t, "the flusher to commit", func() bool { return committedNext(d) == 101 })
 		crashed := openTestDisk(t, Options{Dir: copyStore(t, d)})
 		wantPeek(t, crashed, 95, 10, "[96 97 98 99 100]")
-		if crashed.Len() != 100 || crashed.Seqs()["s/q"] != 100 {
+		if crashed.Len() != 100 || crashed.Seqs()["s/q"] != 100+SeqSkipAfterCrash {
 			t.Fatalf("len %d seqs %v", crashed.Len(), crashed.Seqs())
 		}
 	})
@@ -189,7 +189,8 @@ func TestDiskCrashCopy(t *testing.T) {
 		}
 		d.Ack(10) // the ack is lost too: record 10 will be sent again
 		crashed := openTestDisk(t, Options{Dir: copyStore(t, d)})
-		if crashed.Len() != 100 || crashed.Seqs()["s/q"] != 100 {
+		// Seqs 101..150 may have been published: the next must not reuse them.
+		if crashed.Len() != 100 || crashed.Seqs()["s/q"] != 100+SeqSkipAfterCrash {
 			t.Fatalf("len %d seqs %v", crashed.Len(), crashed.Seqs())
 		}
 		r := rec(101)
@@ -352,5 +353,31 @@ func TestDiskConcurrent(t *testing.T) {
 	}
 	if d := openTestDisk(t, Options{Dir: dir}); d.Len() != 0 || d.Seqs()["s/q"] != n {
 		t.Fatalf("after reopening: len %d seqs %v", d.Len(), d.Seqs())
+	}
+}
+
+// TestDiskSeqAfterCleanCloseAndCrashes: a clean close keeps seqs exact; a
+// crash makes them jump, on disk too, so that a second crash right after
+// the restart cannot reuse the numbers of the first run.
+func TestDiskSeqAfterCleanCloseAndCrashes(t *testing.T) {
+	dir := t.TempDir()
+	d := openTestDisk(t, Options{Dir: dir})
+	for i := 1; i <= 5; i++ {
+		d.Append(rec(i))
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	clean := openTestDisk(t, Options{Dir: dir})
+	if got := clean.Seqs()["s/q"]; got != 5 {
+		t.Fatalf("after a clean close seq %d, want 5", got)
+	}
+	first := openTestDisk(t, Options{Dir: copyStore(t, clean)}) // clean crashed right after opening
+	if got := first.Seqs()["s/q"]; got != 5+SeqSkipAfterCrash {
+		t.Fatalf("after a crash seq %d", got)
+	}
+	second := openTestDisk(t, Options{Dir: copyStore(t, first)}) // and again, before any commit
+	if got := second.Seqs()["s/q"]; got != 5+2*SeqSkipAfterCrash {
+		t.Fatalf("after a second crash seq %d", got)
 	}
 }
