@@ -14,7 +14,7 @@ import (
 // writes "TOPIC PAYLOAD" lines to w, in the order of the config. It returns
 // an error naming every sensor that failed. Nothing is published.
 func (p *Poller) ReadOnce(ctx context.Context, w io.Writer) error {
-	outs := make([][]*spool.Record, len(p.sensors))
+	outs := make([][]spool.Record, len(p.sensors))
 	errs := make([]error, len(p.sensors))
 	var wg sync.WaitGroup
 	for i, s := range p.sensors {
@@ -44,6 +44,7 @@ func (p *Poller) ReadOnce(ctx context.Context, w io.Writer) error {
 	return errors.Join(errs...)
 }
 
-type onceSink struct{ recs []*spool.Record }
+// onceSink keeps copies: the poller reuses the record it passes.
+type onceSink struct{ recs []spool.Record }
 
-func (o *onceSink) add(r *spool.Record) { o.recs = append(o.recs, r) }
+func (o *onceSink) add(r *spool.Record) { o.recs = append(o.recs, *r) }

@@ -15,8 +15,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/gatewayd/gatewayd/internal/config"
 	"github.com/gatewayd/gatewayd/internal/metrics"
 	"github.com/gatewayd/gatewayd/internal/sensors"
@@ -46,9 +44,10 @@ type sensor struct {
 	retain    bool
 	series    map[string]*sensorSeries
 
-	reads, readErrs prometheus.Counter
-	up, lastOK      prometheus.Gauge
-	failures        int // consecutive failed reads, for the log
+	stats    *metrics.SensorStats
+	failures int // consecutive failed reads, for the log
+	instant         bool         // read inline: sensors.Instant
+	scratch         spool.Record // the record being built; reads never overlap
 
 	busy  atomic.Bool
 	next  time.Time // scheduler only
@@ -79,11 +78,9 @@ func NewPoller(cfg *config.Config, q spool.Queue, m *metrics.Metrics, log *slog.
 			qos:       byte(cfg.Publish.QoS),
 			retain:    cfg.Publish.Retain,
 			series:    map[string]*sensorSeries{},
-			reads:     m.SensorReads.WithLabelValues(c.Name),
-			readErrs:  m.SensorReadErrors.WithLabelValues(c.Name),
-			up:        m.SensorUp.WithLabelValues(c.Name),
-			lastOK:    m.SensorLastSuccess.WithLabelValues(c.Name),
+			stats:     m.Sensors.Sensor(c.Name),
 		}
+		_, s.instant = src.(sensors.Instant)
 		if c.Topic != "" {
 			s.topicTmpl = c.Topic
 		}
@@ -115,14 +112,16 @@ func (p *Poller) Run(ctx context.Context) error {
 	heap.Init(&sched)
 	timer := time.NewTimer(0)
 	defer timer.Stop()
-	beat := time.NewTicker(time.Second)
+	beat := time.NewTicker(metrics.BeatInterval)
 	defer beat.Stop()
 	p.live.Beat("poller")
 	for {
 		now = p.now()
 		for len(sched) > 0 && !sched[0].next.After(now) {
 			s := sched[0]
-			if s.busy.CompareAndSwap(false, true) {
+			if s.instant {
+				p.read(ctx, s)
+			} else if s.busy.CompareAndSwap(false, true) {
 				reads.Add(1)
 				go func() {
 					defer reads.Done()
@@ -153,10 +152,19 @@ func (p *Poller) Run(ctx context.Context) error {
 
 // read reads one sensor once, with its timeout, and takes what it read.
 func (p *Poller) read(ctx context.Context, s *sensor) {
-	rctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout.D())
-	readings, err := s.src.Read(rctx)
-	timedOut := rctx.Err() != nil
-	cancel()
+	var (
+		readings []sensors.Reading
+		err      error
+		timedOut bool
+	)
+	if s.instant {
+		readings, err = s.src.Read(ctx)
+	} else {
+		rctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout.D())
+		readings, err = s.src.Read(rctx)
+		timedOut = rctx.Err() != nil
+		cancel()
+	}
 	if ctx.Err() != nil {
 		return // shutting down: neither a reading nor a failure
 	}
@@ -168,8 +176,7 @@ func (p *Poller) read(ctx context.Context, s *sensor) {
 		if timedOut {
 			err = fmt.Errorf("read timed out after %s: %w", s.cfg.Timeout, err)
 		}
-		s.readErrs.Inc()
-		s.up.Set(0)
+		s.stats.Failed()
 		s.failures++
 		if s.failures == 1 {
 			p.log.Warn("sensor read failed", "sensor", s.cfg.Name, "err", err)
@@ -178,9 +185,7 @@ func (p *Poller) read(ctx context.Context, s *sensor) {
 		}
 		return
 	}
-	s.reads.Inc()
-	s.up.Set(1)
-	s.lastOK.Set(float64(t.UnixNano()) / 1e9)
+	s.stats.Succeeded(t.UnixNano())
 	if s.failures > 0 {
 		p.log.Info("sensor reads again", "sensor", s.cfg.Name, "failed_reads", s.failures)
 		s.failures = 0
@@ -194,28 +199,30 @@ func (p *Poller) read(ctx context.Context, s *sensor) {
 // the deadband.
 func (p *Poller) take(s *sensor, r sensors.Reading, t time.Time) {
 	if !sensors.ValidQuantity(r.Quantity) {
-		p.m.SensorValuesRejected.WithLabelValues(s.cfg.Name, "invalid").Inc()
+		s.seriesFor("invalid", p).Rejected.Add(1)
 		p.log.Warn("reading with an invalid quantity name rejected", "sensor", s.cfg.Name, "quantity", fmt.Sprintf("%.64q", r.Quantity))
 		return
 	}
 	ser := s.seriesFor(r.Quantity, p)
 	v := ser.calibrate(r.Value)
 	if err := sensors.CheckRange(r.Quantity, v); err != nil {
-		ser.rejected.Inc()
+		ser.Rejected.Add(1)
 		if t.Sub(ser.rejectLogged) > time.Minute {
 			ser.rejectLogged = t
 			p.log.Warn("value rejected", "sensor", s.cfg.Name, "quantity", r.Quantity, "raw", r.Value, "err", err)
 		}
 		return
 	}
-	ser.value.Set(v)
+	ser.SetValue(v)
 	if !ser.due(v, t, s.cfg.Heartbeat.D()) {
-		ser.suppressed.Inc()
+		ser.Suppressed.Add(1)
 		return
 	}
 	ser.published, ser.lastValue, ser.lastTime = true, v, t
 	ser.seq++
-	rec := spool.Record{
+	// The spool copies the record, so the sensor's scratch one serves every
+	// reading without an allocation.
+	s.scratch = spool.Record{
 		Topic:   ser.topic,
 		Payload: ser.render(p.format, v, t, ser.seq),
 		QoS:     s.qos,
@@ -224,7 +231,7 @@ func (p *Poller) take(s *sensor, r sensors.Reading, t time.Time) {
 		SeqKey:  ser.seqKey,
 		Seq:     ser.seq,
 	}
-	p.sink(&rec)
+	p.sink(&s.scratch)
 }
 
 // seriesFor returns the state of one quantity of s, creating it on first use.
@@ -234,10 +241,8 @@ func (s *sensor) seriesFor(q string, p *Poller) *sensorSeries {
 	}
 	name := s.cfg.Name
 	ser := &sensorSeries{
-		series:     newSeries(renderTopic(s.topicTmpl, s.gateway, name, q), name, q),
-		value:      p.m.SensorValue.WithLabelValues(name, q),
-		rejected:   p.m.SensorValuesRejected.WithLabelValues(name, q),
-		suppressed: p.m.SensorValuesSuppressed.WithLabelValues(name, q),
+		series:      newSeries(renderTopic(s.topicTmpl, s.gateway, name, q), name, q),
+		SeriesStats: s.stats.Series(q),
 	}
 	ser.seq = p.seqs[ser.seqKey]
 	if v, ok := s.cfg.Offset[q]; ok {
@@ -256,9 +261,7 @@ func (s *sensor) seriesFor(q string, p *Poller) *sensorSeries {
 // sensorSeries is a series with its metrics.
 type sensorSeries struct {
 	*series
-	value        prometheus.Gauge
-	rejected     prometheus.Counter
-	suppressed   prometheus.Counter
+	*metrics.SeriesStats
 	rejectLogged time.Time
 }
 

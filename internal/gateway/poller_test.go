@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/testutil"
-
 	"github.com/gatewayd/gatewayd/internal/config"
 	"github.com/gatewayd/gatewayd/internal/metrics"
 	"github.com/gatewayd/gatewayd/internal/sensors"
@@ -96,6 +94,29 @@ func newPollerFixture(t *testing.T, yaml string) *pollerFixture {
 	return &pollerFixture{p: p, q: q, m: m, src: src, cfg: cfg}
 }
 
+func (f *pollerFixture) stats(sensor string) *metrics.SensorStats {
+	for _, s := range f.p.sensors {
+		if s.cfg.Name == sensor {
+			return s.stats
+		}
+	}
+	panic("no sensor " + sensor)
+}
+
+func (f *pollerFixture) series(sensor, quantity string) *sensorSeries {
+	for _, s := range f.p.sensors {
+		if s.cfg.Name == sensor {
+			return s.seriesFor(quantity, f.p)
+		}
+	}
+	panic("no sensor " + sensor)
+}
+
+func (f *pollerFixture) value(sensor, quantity string) float64 {
+	v, _ := f.series(sensor, quantity).Value()
+	return v
+}
+
 func (f *pollerFixture) records() []spool.Record {
 	return f.q.Peek(0, make([]spool.Record, 0, 1000))
 }
@@ -128,19 +149,19 @@ func TestPollerCalibratesAndRejects(t *testing.T) {
 			t.Errorf("%s: %s", r.Topic, r.Payload)
 		}
 	}
-	if got := testutil.ToFloat64(f.m.SensorValuesRejected.WithLabelValues("cal", "pressure")); got != 1 {
+	if got := f.series("cal", "pressure").Rejected.Load(); got != 1 {
 		t.Errorf("pressure rejected %v", got)
 	}
-	if got := testutil.ToFloat64(f.m.SensorValuesRejected.WithLabelValues("cal", "invalid")); got != 1 {
+	if got := f.series("cal", "invalid").Rejected.Load(); got != 1 {
 		t.Errorf("invalid quantity rejected %v", got)
 	}
-	if got := testutil.ToFloat64(f.m.SensorValue.WithLabelValues("cal", "humidity")); got != 55 {
+	if got := f.value("cal", "humidity"); got != 55 {
 		t.Errorf("sensor_value = %v", got)
 	}
 	// Humidity past 100 after calibration is rejected, not published.
 	f.src.set(nil, sensors.Reading{Quantity: "humidity", Value: 95})
 	f.p.read(context.Background(), s)
-	if got := testutil.ToFloat64(f.m.SensorValuesRejected.WithLabelValues("cal", "humidity")); got != 1 {
+	if got := f.series("cal", "humidity").Rejected.Load(); got != 1 {
 		t.Errorf("humidity 104.5 not rejected: %v", got)
 	}
 }
@@ -151,10 +172,10 @@ func TestPollerHealthMetrics(t *testing.T) {
 	f.src.set(nil, sensors.Reading{Quantity: "temperature", Value: 20})
 	before := time.Now()
 	f.p.read(context.Background(), s)
-	if testutil.ToFloat64(f.m.SensorUp.WithLabelValues("h")) != 1 || testutil.ToFloat64(f.m.SensorReads.WithLabelValues("h")) != 1 {
+	if st := f.stats("h"); !st.Up() || st.Reads.Load() != 1 {
 		t.Fatal("success not counted")
 	}
-	if ts := testutil.ToFloat64(f.m.SensorLastSuccess.WithLabelValues("h")); ts < float64(before.Unix()) {
+	if ts := f.stats("h").LastSuccess(); ts < before.UnixNano() {
 		t.Fatalf("last success %v", ts)
 	}
 	var logs strings.Builder
@@ -166,7 +187,7 @@ func TestPollerHealthMetrics(t *testing.T) {
 	}
 	f.src.set(nil) // no readings at all is a failure too
 	f.p.read(context.Background(), s)
-	if testutil.ToFloat64(f.m.SensorUp.WithLabelValues("h")) != 0 || testutil.ToFloat64(f.m.SensorReadErrors.WithLabelValues("h")) != 2 {
+	if st := f.stats("h"); st.Up() || st.ReadErrors.Load() != 2 {
 		t.Fatal("failures not counted")
 	}
 }
@@ -193,7 +214,7 @@ func TestPollerDeadbandAndSeq(t *testing.T) {
 	if strings.Join(temps, " ") != "20 21 20.4" || strings.Join(seqs, " ") != "1 2 3" {
 		t.Fatalf("published %v with seqs %v", temps, seqs)
 	}
-	if got := testutil.ToFloat64(f.m.SensorValuesSuppressed.WithLabelValues("d", "temperature")); got != 3 {
+	if got := f.series("d", "temperature").Suppressed.Load(); got != 3 {
 		t.Fatalf("suppressed %v", got)
 	}
 }
@@ -218,7 +239,7 @@ func TestPollerTimeoutAndSkip(t *testing.T) {
 	done := make(chan struct{})
 	go func() { defer close(done); f.p.Run(ctx) }()
 	deadline := time.Now().Add(10 * time.Second)
-	for testutil.ToFloat64(f.m.SensorReadErrors.WithLabelValues("hung")) < 2 {
+	for f.stats("hung").ReadErrors.Load() < 2 {
 		if time.Now().After(deadline) {
 			t.Fatal("no timeouts counted")
 		}
@@ -227,7 +248,7 @@ func TestPollerTimeoutAndSkip(t *testing.T) {
 	cancel()
 	<-done
 	hungReads := f.src.reads
-	fineReads := testutil.ToFloat64(f.m.SensorReads.WithLabelValues("fine"))
+	fineReads := f.stats("fine").Reads.Load()
 	// Two timeouts of 200ms took at least 400ms: 'fine' read about every
 	// 20ms meanwhile; 'hung' was started only once per timeout.
 	if fineReads < 10 {

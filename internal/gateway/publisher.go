@@ -68,7 +68,7 @@ func (p *Publisher) sender(ctx context.Context) {
 		conn    *session.Conn
 		buf     = make([]spool.Record, 0, batchSize)
 	)
-	beat := time.NewTicker(time.Second)
+	beat := time.NewTicker(metrics.BeatInterval)
 	defer beat.Stop()
 	p.live.Beat("publisher")
 	for {
@@ -127,7 +127,7 @@ func (p *Publisher) acker(ctx context.Context) {
 	defer p.live.Done("publisher-acks")
 	stall := time.NewTimer(time.Hour)
 	defer stall.Stop()
-	beat := time.NewTicker(time.Second)
+	beat := time.NewTicker(metrics.BeatInterval)
 	defer beat.Stop()
 	for {
 		select {

@@ -16,8 +16,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
+// BeatInterval is how often an idle loop beats. It is a third of the age at
+// which the daemon calls a loop stale, and rare enough that an idle daemon
+// hardly wakes up.
+const BeatInterval = 5 * time.Second
+
 // Liveness tracks the daemon's long-running loops. Each loop beats at least
-// every second or so; /healthz and the systemd watchdog ping only while
+// every BeatInterval; /healthz and the systemd watchdog ping only while
 // every registered loop has beaten recently, so a deadlocked loop is seen.
 type Liveness struct {
 	mu     sync.Mutex

@@ -27,16 +27,12 @@ type Metrics struct {
 	MQTTSubscribeFailures  *prometheus.CounterVec // subscription
 	MQTTLogSuppressed      prometheus.Counter
 	ReadingsTaken          prometheus.Counter
-	SensorReads            *prometheus.CounterVec // sensor
-	SensorReadErrors       *prometheus.CounterVec // sensor
-	SensorValue            *prometheus.GaugeVec   // sensor, quantity
-	SensorUp               *prometheus.GaugeVec   // sensor
-	SensorLastSuccess      *prometheus.GaugeVec   // sensor
-	SensorValuesRejected   *prometheus.CounterVec // sensor, quantity
-	SensorValuesSuppressed *prometheus.CounterVec // sensor, quantity
 	BufferDropped          prometheus.Counter
 	BufferDiskErrors       prometheus.Counter
 	BufferCorrupt          prometheus.Counter
+
+	// Sensors holds the gatewayd_sensor_* metrics.
+	Sensors *SensorSet
 }
 
 // BufferStats is what the buffer gauges read at scrape time.
@@ -66,18 +62,12 @@ func New(version string) *Metrics {
 		MQTTSubscribeFailures: f.counterVec("gatewayd_mqtt_subscribe_failures_total", "Subscriptions the broker refused (SUBACK 0x80) or that failed.", "subscription"),
 		MQTTLogSuppressed:     f.counter("gatewayd_mqtt_messages_log_suppressed_total", "Received messages not logged because more arrived than the log rate limit."),
 		ReadingsTaken:         f.counter("gatewayd_readings_taken_total", "Readings put in the buffer to be published (after deadband)."),
-		SensorReads:           f.counterVec("gatewayd_sensor_reads_total", "Successful sensor reads.", "sensor"),
-		SensorReadErrors:      f.counterVec("gatewayd_sensor_read_errors_total", "Failed sensor reads (errors and timeouts).", "sensor"),
-		SensorValue:           f.gaugeVec("gatewayd_sensor_value", "The last value read, after calibration.", "sensor", "quantity"),
-		SensorUp:              f.gaugeVec("gatewayd_sensor_up", "1 when the sensor's last read succeeded, else 0.", "sensor"),
-		SensorLastSuccess:     f.gaugeVec("gatewayd_sensor_last_success_timestamp_seconds", "Unix time of the sensor's last successful read.", "sensor"),
-		SensorValuesRejected:  f.counterVec("gatewayd_sensor_values_rejected_total", "Values rejected as outside the quantity's physical range (or not a number).", "sensor", "quantity"),
-		SensorValuesSuppressed: f.counterVec("gatewayd_sensor_values_suppressed_total",
-			"Values not published because they stayed within the deadband.", "sensor", "quantity"),
 		BufferDropped:    f.counter("gatewayd_buffer_dropped_total", "Readings dropped because the buffer was full (oldest first)."),
 		BufferDiskErrors: f.counter("gatewayd_buffer_disk_errors_total", "Failures of the disk buffer; after one the buffer is kept in memory."),
 		BufferCorrupt:    f.counter("gatewayd_buffer_corrupt_total", "Disk buffers found unreadable at start and moved aside."),
 	}
+	m.Sensors = &SensorSet{}
+	reg.MustRegister(m.Sensors)
 	bi := f.gaugeVec("gatewayd_build_info", "Always 1; the labels tell the version and the Go version.", "version", "goversion")
 	bi.WithLabelValues(version, runtime.Version()).Set(1)
 	return m

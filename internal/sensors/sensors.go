@@ -30,6 +30,15 @@ type Source interface {
 	Read(ctx context.Context) ([]Reading, error)
 }
 
+// Instant marks a source whose Read computes from memory and never blocks,
+// such as the simulated one. The core reads it inline in its scheduler,
+// without a timeout and without a goroutine: with thousands of sensors
+// those cost more than the read itself.
+type Instant interface {
+	Source
+	Instant()
+}
+
 // Config holds one source type's own keys (those beside the common ones such as
 // name and interval). It is decoded strictly from the sensor's entry in the
 // config file, so every exported field needs a yaml tag.

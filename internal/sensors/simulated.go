@@ -49,6 +49,9 @@ type Simulated struct {
 	readings [2]Reading
 }
 
+// Instant implements Instant: a simulated read never blocks.
+func (s *Simulated) Instant() {}
+
 // Read implements Source. It returns a slice that is valid until the next Read.
 func (s *Simulated) Read(ctx context.Context) ([]Reading, error) {
 	if err := ctx.Err(); err != nil {

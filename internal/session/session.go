@@ -195,7 +195,7 @@ func backoff(n int, maxDelay time.Duration) time.Duration {
 func (s *Session) sleep(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
-	tick := time.NewTicker(time.Second)
+	tick := time.NewTicker(metrics.BeatInterval)
 	defer tick.Stop()
 	for {
 		select {
@@ -211,7 +211,7 @@ func (s *Session) sleep(ctx context.Context, d time.Duration) bool {
 
 // waitLost waits until conn is lost (true) or ctx ends (false).
 func (s *Session) waitLost(ctx context.Context, conn *Conn) bool {
-	tick := time.NewTicker(time.Second)
+	tick := time.NewTicker(metrics.BeatInterval)
 	defer tick.Stop()
 	for {
 		select {

@@ -13,6 +13,7 @@ type Memory struct {
 	ring     []slot
 	head     int    // index of the oldest slot
 	n        int    // slots in use, holes included
+	peak     int    // the most slots in use since the ring last drained
 	headID   uint64 // ID of ring[head]
 	nextID   uint64
 	live     int // records held (not acked, not dropped)
@@ -70,6 +71,7 @@ func (m *Memory) push(r *Record) {
 	}
 	m.ring[(m.head+m.n)%len(m.ring)] = slot{rec: *r}
 	m.n++
+	m.peak = max(m.peak, m.n)
 	m.nextID = r.ID + 1
 	m.live++
 	m.bytes += r.Size()
@@ -110,9 +112,12 @@ func (m *Memory) popHead() {
 	if m.n == 0 {
 		m.head = 0
 		m.headID = m.nextID
-		if len(m.ring) > 4*minRing {
-			m.ring = make([]slot, minRing) // give a drained outage's memory back
+		// Give a drained outage's memory back, but keep a ring that
+		// steady bursts (thousands of sensors read at once) need again.
+		if len(m.ring) > 4*max(minRing, m.peak) {
+			m.ring = make([]slot, max(minRing, 2*m.peak))
 		}
+		m.peak = 0
 	}
 }
 

@@ -125,6 +125,30 @@ func TestMemoryGrowsAndShrinks(t *testing.T) {
 			t.Fatalf("ack %d", id)
 		}
 	}
+	// A ring that bursts of this size need is kept: no reallocation for
+	// thousands of sensors read at the same instant, every interval.
+	burst := len(q.ring)
+	if burst < 5000 {
+		t.Fatalf("ring of %d for 5000", burst)
+	}
+	cycle := func(n int) { // a burst of n readings, then their acks
+		var ids []uint64
+		for i := 0; i < n; i++ {
+			r := rec(i)
+			q.Append(r)
+			ids = append(ids, r.ID)
+		}
+		for _, id := range ids {
+			q.Ack(id)
+		}
+	}
+	cycle(3000)
+	if len(q.ring) != burst {
+		t.Fatalf("ring reallocated for a smaller burst: %d", len(q.ring))
+	}
+	// Once bursts stay small, the memory of the big one is given back.
+	cycle(10)
+	cycle(10)
 	if len(q.ring) != minRing {
 		t.Fatalf("ring not shrunk: %d", len(q.ring))
 	}

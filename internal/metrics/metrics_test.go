@@ -1,0 +1,107 @@
+package metrics
+
+import (
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+func TestLiveness(t *testing.T) {
+	now := time.Unix(1000, 0)
+	l := NewLiveness(15 * time.Second)
+	l.now = func() time.Time { return now }
+	l.Beat("poller")
+	l.Beat("session")
+	if err := l.Check(); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(10 * time.Second)
+	l.Beat("session")
+	now = now.Add(10 * time.Second) // poller silent for 20s
+	err := l.Check()
+	if err == nil || !strings.Contains(err.Error(), "poller (20s)") || strings.Contains(err.Error(), "session") {
+		t.Fatalf("Check = %v", err)
+	}
+	l.Done("poller")
+	if err := l.Check(); err != nil {
+		t.Fatalf("after Done: %v", err)
+	}
+}
+
+func TestSensorSetExposition(t *testing.T) {
+	m := New("test")
+	st := m.Sensors.Sensor("room")
+	temp := st.Series("temperature")
+	st.Series("humidity") // no value yet: no gatewayd_sensor_value for it
+	st.Succeeded(1_700_000_000_500_000_000)
+	temp.SetValue(21.5)
+	temp.Suppressed.Add(2)
+	st.Failed()
+	want := `
+# HELP gatewayd_sensor_read_errors_total Failed sensor reads (errors and timeouts).
+# TYPE gatewayd_sensor_read_errors_total counter
+gatewayd_sensor_read_errors_total{sensor="room"} 1
+# HELP gatewayd_sensor_reads_total Successful sensor reads.
+# TYPE gatewayd_sensor_reads_total counter
+gatewayd_sensor_reads_total{sensor="room"} 1
+# HELP gatewayd_sensor_up 1 when the sensor's last read succeeded, else 0.
+# TYPE gatewayd_sensor_up gauge
+gatewayd_sensor_up{sensor="room"} 0
+# HELP gatewayd_sensor_last_success_timestamp_seconds Unix time of the sensor's last successful read.
+# TYPE gatewayd_sensor_last_success_timestamp_seconds gauge
+gatewayd_sensor_last_success_timestamp_seconds{sensor="room"} 1.7000000005e+09
+# HELP gatewayd_sensor_value The last value read, after calibration.
+# TYPE gatewayd_sensor_value gauge
+gatewayd_sensor_value{quantity="temperature",sensor="room"} 21.5
+# HELP gatewayd_sensor_values_suppressed_total Values not published because they stayed within the deadband.
+# TYPE gatewayd_sensor_values_suppressed_total counter
+gatewayd_sensor_values_suppressed_total{quantity="humidity",sensor="room"} 0
+gatewayd_sensor_values_suppressed_total{quantity="temperature",sensor="room"} 2
+`
+	if err := testutil.CollectAndCompare(m.Sensors, strings.NewReader(want),
+		"gatewayd_sensor_read_errors_total", "gatewayd_sensor_reads_total", "gatewayd_sensor_up",
+		"gatewayd_sensor_last_success_timestamp_seconds", "gatewayd_sensor_value", "gatewayd_sensor_values_suppressed_total"); err != nil {
+		t.Fatal(err)
+	}
+	problems, err := testutil.GatherAndLint(m.Registry)
+	if err != nil || len(problems) > 0 {
+		t.Fatalf("lint: %v %v", err, problems)
+	}
+}
+
+func TestHealthzReportsStalledLoop(t *testing.T) {
+	m := New("test")
+	l := NewLiveness(time.Second)
+	now := time.Unix(1000, 0)
+	l.now = func() time.Time { return now }
+	l.Beat("publisher")
+	s := NewServer(m, l, func() bool { return false }, "v1", slog.New(slog.DiscardHandler))
+	get := func(path string) (int, string) {
+		rec := httptest.NewRecorder()
+		s.srv.Handler.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+		b, _ := io.ReadAll(rec.Body)
+		return rec.Code, string(b)
+	}
+	if code, _ := get("/healthz"); code != 200 {
+		t.Fatalf("/healthz = %d", code)
+	}
+	now = now.Add(5 * time.Second)
+	if code, body := get("/healthz"); code != 503 || !strings.Contains(body, "publisher") {
+		t.Fatalf("/healthz = %d %q", code, body)
+	}
+	if code, _ := get("/readyz"); code != 503 {
+		t.Fatalf("/readyz = %d", code)
+	}
+	if code, body := get("/"); code != 200 || !strings.Contains(body, "gatewayd v1") {
+		t.Fatalf("/ = %d %q", code, body)
+	}
+	if code, _ := get("/nope"); code != 404 {
+		t.Fatalf("/nope = %d", code)
+	}
+}
