@@ -45,9 +45,9 @@ type sensor struct {
 	series    map[string]*sensorSeries
 
 	stats    *metrics.SensorStats
-	failures int // consecutive failed reads, for the log
-	instant         bool         // read inline: sensors.Instant
-	scratch         spool.Record // the record being built; reads never overlap
+	failures int          // consecutive failed reads, for the log
+	instant  bool         // read inline: sensors.Instant
+	scratch  spool.Record // the record being built; reads never overlap
 
 	busy  atomic.Bool
 	next  time.Time // scheduler only

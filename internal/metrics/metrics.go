@@ -16,20 +16,20 @@ import (
 type Metrics struct {
 	Registry *prometheus.Registry
 
-	MQTTConnected          prometheus.Gauge
-	MQTTConnects           prometheus.Counter
-	MQTTConnectFailures    prometheus.Counter
-	MQTTConnectionLost     prometheus.Counter
-	MQTTPublished          prometheus.Counter
-	MQTTPublishFailures    prometheus.Counter
-	MQTTResent             prometheus.Counter
-	MQTTReceived           *prometheus.CounterVec // subscription
-	MQTTSubscribeFailures  *prometheus.CounterVec // subscription
-	MQTTLogSuppressed      prometheus.Counter
-	ReadingsTaken          prometheus.Counter
-	BufferDropped          prometheus.Counter
-	BufferDiskErrors       prometheus.Counter
-	BufferCorrupt          prometheus.Counter
+	MQTTConnected         prometheus.Gauge
+	MQTTConnects          prometheus.Counter
+	MQTTConnectFailures   prometheus.Counter
+	MQTTConnectionLost    prometheus.Counter
+	MQTTPublished         prometheus.Counter
+	MQTTPublishFailures   prometheus.Counter
+	MQTTResent            prometheus.Counter
+	MQTTReceived          *prometheus.CounterVec // subscription
+	MQTTSubscribeFailures *prometheus.CounterVec // subscription
+	MQTTLogSuppressed     prometheus.Counter
+	ReadingsTaken         prometheus.Counter
+	BufferDropped         prometheus.Counter
+	BufferDiskErrors      prometheus.Counter
+	BufferCorrupt         prometheus.Counter
 
 	// Sensors holds the gatewayd_sensor_* metrics.
 	Sensors *SensorSet
@@ -62,9 +62,9 @@ func New(version string) *Metrics {
 		MQTTSubscribeFailures: f.counterVec("gatewayd_mqtt_subscribe_failures_total", "Subscriptions the broker refused (SUBACK 0x80) or that failed.", "subscription"),
 		MQTTLogSuppressed:     f.counter("gatewayd_mqtt_messages_log_suppressed_total", "Received messages not logged because more arrived than the log rate limit."),
 		ReadingsTaken:         f.counter("gatewayd_readings_taken_total", "Readings put in the buffer to be published (after deadband)."),
-		BufferDropped:    f.counter("gatewayd_buffer_dropped_total", "Readings dropped because the buffer was full (oldest first)."),
-		BufferDiskErrors: f.counter("gatewayd_buffer_disk_errors_total", "Failures of the disk buffer; after one the buffer is kept in memory."),
-		BufferCorrupt:    f.counter("gatewayd_buffer_corrupt_total", "Disk buffers found unreadable at start and moved aside."),
+		BufferDropped:         f.counter("gatewayd_buffer_dropped_total", "Readings dropped because the buffer was full (oldest first)."),
+		BufferDiskErrors:      f.counter("gatewayd_buffer_disk_errors_total", "Failures of the disk buffer; after one the buffer is kept in memory."),
+		BufferCorrupt:         f.counter("gatewayd_buffer_corrupt_total", "Disk buffers found unreadable at start and moved aside."),
 	}
 	m.Sensors = &SensorSet{}
 	reg.MustRegister(m.Sensors)
