@@ -42,16 +42,18 @@ type sensor struct {
 	gateway   string
 	qos       byte
 	retain    bool
-	series    map[string]*sensorSeries
+	series    []*sensorSeries // a few at most: a slice is smaller than a map
 
 	stats    *metrics.SensorStats
 	failures int          // consecutive failed reads, for the log
+	tooMany  bool         // logged that the sensor has too many quantities
 	instant  bool         // read inline: sensors.Instant
 	scratch  spool.Record // the record being built; reads never overlap
 
 	busy  atomic.Bool
-	next  time.Time // scheduler only
-	index int       // position in the scheduler's heap
+	next  time.Time     // scheduler only
+	phase time.Duration // added once after the first read, to spread reads
+	index int           // position in the scheduler's heap
 }
 
 // NewPoller builds every configured source. q receives the records; the
@@ -77,7 +79,6 @@ func NewPoller(cfg *config.Config, q spool.Queue, m *metrics.Metrics, log *slog.
 			gateway:   cfg.Gateway.ID,
 			qos:       byte(cfg.Publish.QoS),
 			retain:    cfg.Publish.Retain,
-			series:    map[string]*sensorSeries{},
 			stats:     m.Sensors.Sensor(c.Name),
 		}
 		_, s.instant = src.(sensors.Instant)
@@ -103,10 +104,15 @@ func (p *Poller) Run(ctx context.Context) error {
 	var reads sync.WaitGroup
 	defer reads.Wait()
 
+	// Every sensor is read at start. After that, sensors are spread evenly
+	// over their interval (at most a second): a thousand sensors on one
+	// interval then make a steady stream instead of a burst every period,
+	// which the buffer, the broker and the memory all prefer.
 	sched := make(schedule, len(p.sensors))
 	now := p.now()
 	for i, s := range p.sensors {
 		s.next, s.index = now, i
+		s.phase = min(s.cfg.Interval.D(), time.Second) * time.Duration(i) / time.Duration(len(p.sensors))
 		sched[i] = s
 	}
 	heap.Init(&sched)
@@ -131,7 +137,8 @@ func (p *Poller) Run(ctx context.Context) error {
 			} else {
 				p.log.Debug("previous read still running; skipping this one", "sensor", s.cfg.Name)
 			}
-			iv := s.cfg.Interval.D()
+			iv := s.cfg.Interval.D() + s.phase
+			s.phase = 0
 			if s.next = s.next.Add(iv); s.next.Before(now) {
 				s.next = now.Add(iv) // fell behind: do not try to catch up
 			}
@@ -204,6 +211,14 @@ func (p *Poller) take(s *sensor, r sensors.Reading, t time.Time) {
 		return
 	}
 	ser := s.seriesFor(r.Quantity, p)
+	if ser == nil {
+		s.seriesFor("invalid", p).Rejected.Add(1)
+		if !s.tooMany {
+			s.tooMany = true
+			p.log.Warn("readings rejected: the sensor has too many quantities", "sensor", s.cfg.Name, "quantity", r.Quantity, "max", maxQuantities)
+		}
+		return
+	}
 	v := ser.calibrate(r.Value)
 	if err := sensors.CheckRange(r.Quantity, v); err != nil {
 		ser.Rejected.Add(1)
@@ -234,10 +249,20 @@ func (p *Poller) take(s *sensor, r sensors.Reading, t time.Time) {
 	p.sink(&s.scratch)
 }
 
-// seriesFor returns the state of one quantity of s, creating it on first use.
+// maxQuantities bounds the quantities of one sensor: an exec program that
+// prints a new name at every read must not grow memory and metrics forever.
+const maxQuantities = 16
+
+// seriesFor returns the state of one quantity of s, creating it on first
+// use; nil when the sensor already has maxQuantities ("invalid" excepted).
 func (s *sensor) seriesFor(q string, p *Poller) *sensorSeries {
-	if ser, ok := s.series[q]; ok {
-		return ser
+	for _, ser := range s.series {
+		if ser.quantity() == q {
+			return ser
+		}
+	}
+	if len(s.series) >= maxQuantities && q != "invalid" {
+		return nil
 	}
 	name := s.cfg.Name
 	ser := &sensorSeries{
@@ -254,7 +279,7 @@ func (s *sensor) seriesFor(q string, p *Poller) *sensorSeries {
 	if v, ok := s.cfg.Deadband[q]; ok {
 		ser.deadband = v
 	}
-	s.series[q] = ser
+	s.series = append(s.series, ser)
 	return ser
 }
 

@@ -281,3 +281,20 @@ func TestPollerContinuesSeqFromSpool(t *testing.T) {
 		t.Fatalf("%+v", recs)
 	}
 }
+
+// TestPollerBoundsQuantities: a source that invents a new quantity at every
+// read cannot grow the sensor's series without bound.
+func TestPollerBoundsQuantities(t *testing.T) {
+	f := newPollerFixture(t, "sensors: [{name: q, type: test-scripted}]\n")
+	s := f.p.sensors[0]
+	for i := 0; i < 40; i++ {
+		f.src.set(nil, sensors.Reading{Quantity: fmt.Sprintf("q%d", i), Value: 1})
+		f.p.read(context.Background(), s)
+	}
+	if n := len(s.series); n != maxQuantities+1 {
+		t.Fatalf("%d series", n)
+	}
+	if got := f.series("q", "invalid").Rejected.Load(); got != 40-maxQuantities {
+		t.Fatalf("rejected %d", got)
+	}
+}

@@ -15,15 +15,15 @@ const (
 	FormatValue = "value"
 )
 
-// series is one sensor's one quantity: its topic, the fixed parts of its
-// payload, its sequence counter and its deadband state. Everything that does
-// not change between readings is computed once, so that rendering a reading
-// costs one allocation: the payload.
+// series is one sensor's one quantity: its topic, its names, its sequence
+// counter and its deadband state. Rendering a reading costs one allocation,
+// the payload; the series keeps no more than it must, since thousands of
+// sensors mean tens of thousands of series.
 type series struct {
 	topic  string
-	seqKey string
-	prefix string // {"sensor":"x","quantity":"q","value":
-	middle string // ,"unit":"°C","time":"
+	seqKey string // "sensor/quantity": also where render finds both names
+	split  int    // index of the '/' in seqKey
+	unit   string
 	seq    uint64
 
 	offset, scale float64
@@ -32,6 +32,9 @@ type series struct {
 	lastValue     float64
 	lastTime      time.Time
 }
+
+// quantity is the series' quantity name.
+func (s *series) quantity() string { return s.seqKey[s.split+1:] }
 
 // renderTopic fills {gateway}, {sensor} and {quantity} into a topic template.
 func renderTopic(tmpl, gateway, sensor, quantity string) string {
@@ -42,8 +45,8 @@ func newSeries(topic, sensor, quantity string) *series {
 	return &series{
 		topic:    topic,
 		seqKey:   sensor + "/" + quantity,
-		prefix:   `{"sensor":"` + sensor + `","quantity":"` + quantity + `","value":`,
-		middle:   `,"unit":"` + sensors.Unit(quantity) + `","time":"`,
+		split:    len(sensor),
+		unit:     sensors.Unit(quantity),
 		scale:    1,
 		deadband: -1,
 	}
@@ -57,10 +60,16 @@ func (s *series) render(format string, v float64, t time.Time, seq uint64) []byt
 	if format == FormatValue {
 		return appendValue(make([]byte, 0, 24), v)
 	}
-	b := make([]byte, 0, len(s.prefix)+len(s.middle)+64)
-	b = append(b, s.prefix...)
+	b := make([]byte, 0, len(s.seqKey)+len(s.unit)+112)
+	b = append(b, `{"sensor":"`...)
+	b = append(b, s.seqKey[:s.split]...)
+	b = append(b, `","quantity":"`...)
+	b = append(b, s.quantity()...)
+	b = append(b, `","value":`...)
 	b = appendValue(b, v)
-	b = append(b, s.middle...)
+	b = append(b, `,"unit":"`...)
+	b = append(b, s.unit...)
+	b = append(b, `","time":"`...)
 	b = t.UTC().AppendFormat(b, timeLayout)
 	b = append(b, `","seq":`...)
 	b = strconv.AppendUint(b, seq, 10)

@@ -1,10 +1,12 @@
 package metrics
 
 import (
+	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
 	"html"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -13,7 +15,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/common/expfmt"
 )
 
 // BeatInterval is how often an idle loop beats. It is a third of the age at
@@ -78,6 +80,7 @@ type Server struct {
 	log       *slog.Logger
 	ln        net.Listener
 	srv       *http.Server
+	scrapes   chan struct{} // bounds concurrent scrapes
 }
 
 // NewServer prepares the HTTP server; connected tells /readyz whether the
@@ -85,11 +88,8 @@ type Server struct {
 func NewServer(m *Metrics, live *Liveness, connected func() bool, version string, log *slog.Logger) *Server {
 	s := &Server{m: m, live: live, connected: connected, version: version, log: log}
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{
-		ErrorLog:            slog.NewLogLogger(log.Handler(), slog.LevelError),
-		MaxRequestsInFlight: 4,
-		Timeout:             10 * time.Second,
-	}))
+	s.scrapes = make(chan struct{}, 2)
+	mux.HandleFunc("/metrics", s.metrics)
 	mux.HandleFunc("/healthz", s.healthz)
 	mux.HandleFunc("/readyz", s.readyz)
 	mux.HandleFunc("/{$}", s.index)
@@ -133,6 +133,43 @@ func (s *Server) Run(ctx context.Context) error {
 		s.srv.Close()
 	}
 	return nil
+}
+
+// metrics serves the registry and the per-sensor families in the text
+// format, gzipped when the scraper accepts it (Prometheus does).
+func (s *Server) metrics(w http.ResponseWriter, r *http.Request) {
+	select {
+	case s.scrapes <- struct{}{}:
+		defer func() { <-s.scrapes }()
+	default:
+		http.Error(w, "too many concurrent scrapes", http.StatusServiceUnavailable)
+		return
+	}
+	mfs, err := s.m.Registry.Gather()
+	if err != nil {
+		s.log.Error("gathering metrics", "err", err)
+		http.Error(w, "gathering metrics: "+err.Error(), http.StatusInternalServerError)
+		return
+	}
+	format := expfmt.NewFormat(expfmt.TypeTextPlain)
+	w.Header().Set("Content-Type", string(format))
+	var out io.Writer = w
+	if strings.Contains(r.Header.Get("Accept-Encoding"), "gzip") {
+		w.Header().Set("Content-Encoding", "gzip")
+		gz, _ := gzip.NewWriterLevel(w, gzip.BestSpeed)
+		defer gz.Close()
+		out = gz
+	}
+	enc := expfmt.NewEncoder(out, format)
+	for _, mf := range mfs {
+		if err := enc.Encode(mf); err != nil {
+			s.log.Debug("writing metrics", "err", err) // the scraper went away
+			return
+		}
+	}
+	if err := s.m.Sensors.WriteText(out); err != nil {
+		s.log.Debug("writing metrics", "err", err)
+	}
 }
 
 func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {

@@ -31,7 +31,8 @@ type Metrics struct {
 	BufferDiskErrors      prometheus.Counter
 	BufferCorrupt         prometheus.Counter
 
-	// Sensors holds the gatewayd_sensor_* metrics.
+	// Sensors holds the gatewayd_sensor_* metrics; the /metrics handler
+	// writes them after what Registry gathers.
 	Sensors *SensorSet
 }
 
@@ -66,8 +67,7 @@ func New(version string) *Metrics {
 		BufferDiskErrors:      f.counter("gatewayd_buffer_disk_errors_total", "Failures of the disk buffer; after one the buffer is kept in memory."),
 		BufferCorrupt:         f.counter("gatewayd_buffer_corrupt_total", "Disk buffers found unreadable at start and moved aside."),
 	}
-	m.Sensors = &SensorSet{}
-	reg.MustRegister(m.Sensors)
+	m.Sensors = &SensorSet{} // written by the /metrics handler, not registered
 	bi := f.gaugeVec("gatewayd_build_info", "Always 1; the labels tell the version and the Go version.", "version", "goversion")
 	bi.WithLabelValues(version, runtime.Version()).Set(1)
 	return m

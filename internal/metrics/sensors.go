@@ -1,18 +1,18 @@
 package metrics
 
 import (
+	"bufio"
+	"io"
 	"math"
+	"strconv"
 	"sync"
 	"sync/atomic"
-
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // SensorSet holds the per-sensor metrics as plain atomic counters that the
-// poller updates, and exports them at scrape time, as node_exporter's
-// collectors do. client_golang's metric vectors cost about 4 KB per child;
-// with ten children per sensor, 10,000 sensors took 40 MB of heap that
-// these counters hold in under 2 MB.
+// poller updates, and writes them at scrape time. client_golang's metric
+// vectors cost about 4 KB per child; with ten children per sensor, 10,000
+// sensors took 40 MB of heap that these counters hold in under 2 MB.
 type SensorSet struct {
 	mu      sync.RWMutex
 	sensors []*SensorStats
@@ -39,17 +39,16 @@ type SeriesStats struct {
 	Suppressed atomic.Uint64
 }
 
-var (
-	descReads      = prometheus.NewDesc("gatewayd_sensor_reads_total", "Successful sensor reads.", []string{"sensor"}, nil)
-	descReadErrors = prometheus.NewDesc("gatewayd_sensor_read_errors_total", "Failed sensor reads (errors and timeouts).", []string{"sensor"}, nil)
-	descUp         = prometheus.NewDesc("gatewayd_sensor_up", "1 when the sensor's last read succeeded, else 0.", []string{"sensor"}, nil)
-	descLastOK     = prometheus.NewDesc("gatewayd_sensor_last_success_timestamp_seconds", "Unix time of the sensor's last successful read.", []string{"sensor"}, nil)
-	descValue      = prometheus.NewDesc("gatewayd_sensor_value", "The last value read, after calibration.", []string{"sensor", "quantity"}, nil)
-	descRejected   = prometheus.NewDesc("gatewayd_sensor_values_rejected_total",
-		"Values rejected as outside the quantity's physical range (or not a number).", []string{"sensor", "quantity"}, nil)
-	descSuppressed = prometheus.NewDesc("gatewayd_sensor_values_suppressed_total",
-		"Values not published because they stayed within the deadband.", []string{"sensor", "quantity"}, nil)
-)
+// The per-sensor families, in the order they are written.
+var sensorFamilies = []struct{ name, typ, help string }{
+	{"gatewayd_sensor_reads_total", "counter", "Successful sensor reads."},
+	{"gatewayd_sensor_read_errors_total", "counter", "Failed sensor reads (errors and timeouts)."},
+	{"gatewayd_sensor_up", "gauge", "1 when the sensor's last read succeeded, else 0."},
+	{"gatewayd_sensor_last_success_timestamp_seconds", "gauge", "Unix time of the sensor's last successful read."},
+	{"gatewayd_sensor_value", "gauge", "The last value read, after calibration."},
+	{"gatewayd_sensor_values_rejected_total", "counter", "Values rejected as outside the quantity's physical range (or not a number)."},
+	{"gatewayd_sensor_values_suppressed_total", "counter", "Values not published because they stayed within the deadband."},
+}
 
 // Sensor adds a sensor and returns its counters.
 func (s *SensorSet) Sensor(name string) *SensorStats {
@@ -99,36 +98,109 @@ func (se *SeriesStats) Value() (float64, bool) {
 	return math.Float64frombits(se.value.Load()), se.hasValue.Load()
 }
 
-// Describe implements prometheus.Collector.
-func (s *SensorSet) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descReads, descReadErrors, descUp, descLastOK, descValue, descRejected, descSuppressed} {
-		ch <- d
-	}
-}
-
-// Collect implements prometheus.Collector.
-func (s *SensorSet) Collect(ch chan<- prometheus.Metric) {
+// WriteText writes the per-sensor families in the Prometheus text format
+// (version 0.0.4), straight from the counters: at 10,000 sensors a scrape
+// through client_golang's Gather allocated about 96 MB for the 70,000
+// samples; streaming them costs a few kilobytes.
+func (s *SensorSet) WriteText(w io.Writer) error {
 	s.mu.RLock()
 	sensors := s.sensors
 	s.mu.RUnlock()
-	for _, st := range sensors {
-		up := 0.0
-		if st.up.Load() {
-			up = 1
-		}
-		ch <- prometheus.MustNewConstMetric(descReads, prometheus.CounterValue, float64(st.Reads.Load()), st.name)
-		ch <- prometheus.MustNewConstMetric(descReadErrors, prometheus.CounterValue, float64(st.ReadErrors.Load()), st.name)
-		ch <- prometheus.MustNewConstMetric(descUp, prometheus.GaugeValue, up, st.name)
-		ch <- prometheus.MustNewConstMetric(descLastOK, prometheus.GaugeValue, float64(st.lastSuccess.Load())/1e9, st.name)
-		st.mu.Lock()
-		series := st.series
-		st.mu.Unlock()
-		for _, se := range series {
-			if v, ok := se.Value(); ok {
-				ch <- prometheus.MustNewConstMetric(descValue, prometheus.GaugeValue, v, st.name, se.quantity)
+	if len(sensors) == 0 {
+		return nil
+	}
+	bw := bufio.NewWriterSize(w, 32<<10)
+	var b []byte
+	for fi, fam := range sensorFamilies {
+		b = append(b[:0], "# HELP "...)
+		b = append(b, fam.name...)
+		b = append(b, ' ')
+		b = append(b, fam.help...)
+		b = append(b, "\n# TYPE "...)
+		b = append(b, fam.name...)
+		b = append(b, ' ')
+		b = append(b, fam.typ...)
+		b = append(b, '\n')
+		bw.Write(b)
+		for _, st := range sensors {
+			if fi < 4 {
+				var v float64
+				switch fi {
+				case 0:
+					v = float64(st.Reads.Load())
+				case 1:
+					v = float64(st.ReadErrors.Load())
+				case 2:
+					if st.up.Load() {
+						v = 1
+					}
+				case 3:
+					v = float64(st.lastSuccess.Load()) / 1e9
+				}
+				bw.Write(sample(b[:0], fam.name, st.name, "", v))
+				continue
 			}
-			ch <- prometheus.MustNewConstMetric(descRejected, prometheus.CounterValue, float64(se.Rejected.Load()), st.name, se.quantity)
-			ch <- prometheus.MustNewConstMetric(descSuppressed, prometheus.CounterValue, float64(se.Suppressed.Load()), st.name, se.quantity)
+			st.mu.Lock()
+			series := st.series
+			st.mu.Unlock()
+			for _, se := range series {
+				var v float64
+				switch fi {
+				case 4:
+					var ok bool
+					if v, ok = se.Value(); !ok {
+						continue
+					}
+				case 5:
+					v = float64(se.Rejected.Load())
+				case 6:
+					v = float64(se.Suppressed.Load())
+				}
+				bw.Write(sample(b[:0], fam.name, st.name, se.quantity, v))
+			}
 		}
 	}
+	return bw.Flush()
+}
+
+// sample appends one line: name{quantity="q",sensor="s"} value.
+func sample(b []byte, name, sensor, quantity string, v float64) []byte {
+	b = append(b, name...)
+	b = append(b, '{')
+	if quantity != "" {
+		b = append(b, `quantity="`...)
+		b = appendLabel(b, quantity)
+		b = append(b, `",`...)
+	}
+	b = append(b, `sensor="`...)
+	b = appendLabel(b, sensor)
+	b = append(b, `"} `...)
+	switch {
+	case math.IsNaN(v):
+		b = append(b, "NaN"...)
+	case math.IsInf(v, 1):
+		b = append(b, "+Inf"...)
+	case math.IsInf(v, -1):
+		b = append(b, "-Inf"...)
+	default:
+		b = strconv.AppendFloat(b, v, 'g', -1, 64)
+	}
+	return append(b, '\n')
+}
+
+// appendLabel escapes a label value as the text format wants: \\, \" and \n.
+func appendLabel(b []byte, v string) []byte {
+	for i := 0; i < len(v); i++ {
+		switch c := v[i]; c {
+		case '\\':
+			b = append(b, `\\`...)
+		case '"':
+			b = append(b, `\"`...)
+		case '\n':
+			b = append(b, `\n`...)
+		default:
+			b = append(b, c)
+		}
+	}
+	return b
 }
