@@ -56,6 +56,10 @@ type sensor struct {
 	index int           // position in the scheduler's heap
 }
 
+// spreadGroup is how many sensors the poller reads at the same instant at
+// most; more are spread over their interval.
+const spreadGroup = 1000
+
 // NewPoller builds every configured source. q receives the records; the
 // sequence numbers continue from q.Seqs().
 func NewPoller(cfg *config.Config, q spool.Queue, m *metrics.Metrics, log *slog.Logger, live *metrics.Liveness) (*Poller, error) {
@@ -104,15 +108,17 @@ func (p *Poller) Run(ctx context.Context) error {
 	var reads sync.WaitGroup
 	defer reads.Wait()
 
-	// Every sensor is read at start. After that, sensors are spread evenly
-	// over their interval (at most a second): a thousand sensors on one
-	// interval then make a steady stream instead of a burst every period,
-	// which the buffer, the broker and the memory all prefer.
+	// Every sensor is read at start. After that, sensors on one interval are
+	// read together, in groups of up to spreadGroup spread evenly over the
+	// interval (at most a second): reading together lets the publisher send
+	// in batches (cheap), and 10,000 sensors make ten bursts of 2,000
+	// readings a second instead of one of 20,000 (a tenth of the memory).
+	groups := (len(p.sensors) + spreadGroup - 1) / spreadGroup
 	sched := make(schedule, len(p.sensors))
 	now := p.now()
 	for i, s := range p.sensors {
 		s.next, s.index = now, i
-		s.phase = min(s.cfg.Interval.D(), time.Second) * time.Duration(i) / time.Duration(len(p.sensors))
+		s.phase = min(s.cfg.Interval.D(), time.Second) * time.Duration(i%groups) / time.Duration(groups)
 		sched[i] = s
 	}
 	heap.Init(&sched)
