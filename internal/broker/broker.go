@@ -12,7 +12,6 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
-	"github.com/mochi-mqtt/server/v2/listeners"
 )
 
 // Broker is a running embedded broker.
@@ -43,7 +42,7 @@ func Start(addr string, log *slog.Logger) (*Broker, error) {
 		ln.Close()
 		return nil, err
 	}
-	if err := srv.AddListener(listeners.NewNet("tcp", ln)); err != nil {
+	if err := srv.AddListener(NewListener("tcp", ln, &srv.Listeners.ClientsWg)); err != nil {
 		ln.Close()
 		return nil, err
 	}

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
+
+	"github.com/gatewayd/gatewayd/internal/broker"
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 )
@@ -95,9 +97,9 @@ func (b *Broker) serve(ln net.Listener) {
 	case b.opts.WebSocket:
 		l = listeners.NewWebsocket(listeners.Config{ID: "ws", Address: b.addr})
 	case b.opts.TLS != nil:
-		l = listeners.NewNet("tls", tls.NewListener(ln, b.opts.TLS))
+		l = broker.NewListener("tls", tls.NewListener(ln, b.opts.TLS), &srv.Listeners.ClientsWg)
 	default:
-		l = listeners.NewNet("tcp", ln)
+		l = broker.NewListener("tcp", ln, &srv.Listeners.ClientsWg)
 	}
 	if err := srv.AddListener(l); err != nil {
 		b.t.Fatal(err)
