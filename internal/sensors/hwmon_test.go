@@ -1,7 +1,6 @@
 package sensors
 
 import (
-	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,17 +20,7 @@ func TestHwmonValidate(t *testing.T) {
 		{HwmonConfig{Chip: "sht3x", Sysfs: "sys"}, "sysfs"},
 	}
 	for _, tt := range tests {
-		err := tt.cfg.Validate()
-		if tt.key == "" {
-			if err != nil {
-				t.Errorf("%+v: unexpected error %v", tt.cfg, err)
-			}
-			continue
-		}
-		var ke *KeyError
-		if !errors.As(err, &ke) || ke.Key != tt.key {
-			t.Errorf("%+v: error %v, want one for key %q", tt.cfg, err, tt.key)
-		}
+		checkValidate(t, &tt.cfg, tt.key)
 	}
 }
 

@@ -31,17 +31,7 @@ func TestIIOValidate(t *testing.T) {
 		{IIOConfig{Device: "bme280", Sysfs: "relative/sys"}, "sysfs"},
 	}
 	for _, tt := range tests {
-		err := tt.cfg.Validate()
-		if tt.key == "" {
-			if err != nil {
-				t.Errorf("%+v: unexpected error %v", tt.cfg, err)
-			}
-			continue
-		}
-		var ke *KeyError
-		if !errors.As(err, &ke) || ke.Key != tt.key {
-			t.Errorf("%+v: error %v, want one for key %q", tt.cfg, err, tt.key)
-		}
+		checkValidate(t, &tt.cfg, tt.key)
 	}
 }
 

@@ -239,3 +239,20 @@ func TestAttrReaderHonoursCtx(t *testing.T) {
 		t.Fatalf("driver reads = %d, want 2 (the second read must not start)", calls)
 	}
 }
+
+// checkValidate asserts that cfg validates, or (key != "") that it fails
+// with a KeyError for that key.
+func checkValidate(t *testing.T, cfg Config, key string) {
+	t.Helper()
+	err := cfg.Validate()
+	if key == "" {
+		if err != nil {
+			t.Errorf("%+v: unexpected error %v", cfg, err)
+		}
+		return
+	}
+	var ke *KeyError
+	if !errors.As(err, &ke) || ke.Key != key {
+		t.Errorf("%+v: error %v, want one for key %q", cfg, err, key)
+	}
+}

@@ -221,25 +221,15 @@ func (d *Disk) fallBack(cause error) int {
 	m.notify = d.notify // readers already wait on this channel
 	dropped := 0
 	if d.head < d.diskNext {
-		err := d.view(func(b *bolt.Bucket) error {
-			c := b.Cursor()
-			for k, v := c.Seek(idKey(d.head)); k != nil; k, v = c.Next() {
-				id, err := keyID(k)
-				if err != nil || id >= d.diskNext {
-					return err
-				}
-				if d.isAcked(id) {
-					continue
-				}
-				rv, err := parseRecord(v)
-				if err != nil {
-					d.log.Error("buffer record unreadable; lost", "id", id, "err", err)
-					continue
-				}
-				r := rv.record()
-				dropped += m.adopt(&r)
+		err := d.eachLive(d.head, func(id uint64, v []byte) (bool, error) {
+			rv, err := parseRecord(v)
+			if err != nil {
+				d.log.Error("buffer record unreadable; lost", "id", id, "err", err)
+				return true, nil
 			}
-			return nil
+			r := rv.record()
+			dropped += m.adopt(&r)
+			return true, nil
 		})
 		if err != nil {
 			d.log.Error("reading the buffer back from disk failed", "dir", d.dir, "err", err)

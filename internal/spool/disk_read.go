@@ -65,12 +65,13 @@ func (d *Disk) view(fn func(b *bolt.Bucket) error) error {
 	})
 }
 
-// peekDisk appends to buf the live committed records from ID start on;
-// d.mu is held.
-func (d *Disk) peekDisk(start uint64, buf []Record) ([]Record, error) {
-	err := d.view(func(b *bolt.Bucket) error {
+// eachLive calls f with the ID and encoding of every committed record not
+// yet acked, from ID start on, in ID order, until f returns false or an
+// error; d.mu is held.
+func (d *Disk) eachLive(start uint64, f func(id uint64, v []byte) (bool, error)) error {
+	return d.view(func(b *bolt.Bucket) error {
 		c := b.Cursor()
-		for k, v := c.Seek(idKey(start)); k != nil && len(buf) < cap(buf); k, v = c.Next() {
+		for k, v := c.Seek(idKey(start)); k != nil; k, v = c.Next() {
 			id, err := keyID(k)
 			if err != nil || id >= d.diskNext {
 				return err
@@ -78,13 +79,27 @@ func (d *Disk) peekDisk(start uint64, buf []Record) ([]Record, error) {
 			if d.isAcked(id) {
 				continue
 			}
-			rv, err := parseRecord(v)
-			if err != nil {
-				return fmt.Errorf("reading buffer record %d: %w", id, err)
+			if more, err := f(id, v); err != nil || !more {
+				return err
 			}
-			buf = append(buf, rv.record())
 		}
 		return nil
+	})
+}
+
+// peekDisk appends to buf the live committed records from ID start on;
+// d.mu is held.
+func (d *Disk) peekDisk(start uint64, buf []Record) ([]Record, error) {
+	if len(buf) == cap(buf) {
+		return buf, nil
+	}
+	err := d.eachLive(start, func(id uint64, v []byte) (bool, error) {
+		rv, err := parseRecord(v)
+		if err != nil {
+			return false, fmt.Errorf("reading buffer record %d: %w", id, err)
+		}
+		buf = append(buf, rv.record())
+		return len(buf) < cap(buf), nil
 	})
 	return buf, err
 }
@@ -111,27 +126,17 @@ func (d *Disk) sizeOnDisk(id uint64) (size int64, ok bool, err error) {
 // head on; d.mu is held.
 func (d *Disk) refill() error {
 	cache, end := d.cacheBuf[:0], d.diskNext
-	err := d.view(func(b *bolt.Bucket) error {
-		c := b.Cursor()
-		for k, v := c.Seek(idKey(d.head)); k != nil; k, v = c.Next() {
-			id, err := keyID(k)
-			if err != nil || id >= d.diskNext {
-				return err
-			}
-			if d.isAcked(id) {
-				continue
-			}
-			if len(cache) == cap(cache) {
-				end = id
-				return nil
-			}
-			rv, err := parseRecord(v)
-			if err != nil {
-				return fmt.Errorf("reading buffer record %d: %w", id, err)
-			}
-			cache = append(cache, headEntry{id: id, time: rv.time, size: rv.size()})
+	err := d.eachLive(d.head, func(id uint64, v []byte) (bool, error) {
+		if len(cache) == cap(cache) {
+			end = id
+			return false, nil
 		}
-		return nil
+		rv, err := parseRecord(v)
+		if err != nil {
+			return false, fmt.Errorf("reading buffer record %d: %w", id, err)
+		}
+		cache = append(cache, headEntry{id: id, time: rv.time, size: rv.size()})
+		return true, nil
 	})
 	if err != nil {
 		return err

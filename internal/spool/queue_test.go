@@ -98,6 +98,9 @@ func TestQueueDropsOldest(t *testing.T) {
 			if q.Ack(3) {
 				t.Fatal("acked a dropped record")
 			}
+			if got := q.Seqs()["s/q"]; got != 12 {
+				t.Fatalf("seq after drops %d, want 12", got)
+			}
 			// Holes are not records: with 9 and 11 acked, two appends drop
 			// 8 and 10.
 			q.Ack(9)
