@@ -17,7 +17,7 @@ import (
 
 // The benchmarks here cover gatewayd's own part of the hot path, from a
 // reading to the record the publisher hands to paho and back out of the
-// buffer on its PUBACK. BenchmarkRenderJSON and BenchmarkRenderTopic
+// buffer on its PUBACK. BenchmarkRender and BenchmarkRenderTopic
 // (render_test.go) cover the payload and the topic alone; the spool's own
 // append+ack is in internal/spool. Run them with
 //
@@ -115,16 +115,6 @@ func BenchmarkTake(b *testing.B) {
 	for b.Loop() {
 		p.take(s, r, now)
 		drain(b, q, &cursor, buf)
-	}
-}
-
-// BenchmarkRenderValue is the payload of publish.format: value.
-func BenchmarkRenderValue(b *testing.B) {
-	s := newSeries("gatewayd/gw/living-room/temperature", "living-room", "temperature")
-	at := time.Now()
-	b.ReportAllocs()
-	for i := 0; b.Loop(); i++ {
-		_ = s.render(FormatValue, 21.53, at, uint64(i))
 	}
 }
 

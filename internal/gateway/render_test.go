@@ -95,12 +95,17 @@ func TestDeadbandAndHeartbeat(t *testing.T) {
 	}
 }
 
-func BenchmarkRenderJSON(b *testing.B) {
-	s := newSeries("gatewayd/gw/living-room/temperature", "living-room", "temperature")
-	at := time.Now()
-	b.ReportAllocs()
-	for i := 0; b.Loop(); i++ {
-		_ = s.render(FormatJSON, 21.53, at, uint64(i))
+// BenchmarkRender is a reading to its payload, in either publish.format.
+func BenchmarkRender(b *testing.B) {
+	for _, format := range []string{FormatJSON, FormatValue} {
+		b.Run(format, func(b *testing.B) {
+			s := newSeries("gatewayd/gw/living-room/temperature", "living-room", "temperature")
+			at := time.Now()
+			b.ReportAllocs()
+			for i := 0; b.Loop(); i++ {
+				_ = s.render(format, 21.53, at, uint64(i))
+			}
+		})
 	}
 }
 
