@@ -246,7 +246,6 @@ func (p *Poller) take(s *sensor, r sensors.Reading, t time.Time) {
 	s.scratch = spool.Record{
 		Topic:   ser.topic,
 		Payload: ser.render(p.format, v, t, ser.seq),
-		JSON:    p.format == FormatJSON,
 		QoS:     s.qos,
 		Retain:  s.retain,
 		Time:    t.UnixNano(),

@@ -125,7 +125,7 @@ func (p *Publisher) sender(ctx context.Context) {
 			}
 			p.slots <- struct{}{}
 			flags := session.Expiring
-			if r.JSON {
+			if isJSON(r.Payload) {
 				flags |= session.JSON
 			}
 			tok := conn.PublishWith(r.Topic, r.QoS, r.Retain, flags, r.Payload)
@@ -282,6 +282,12 @@ func (p *Publisher) Drain(ctx context.Context) int {
 		}
 	}
 }
+
+// isJSON tells the payload formats apart (publish.format): a json payload
+// is an object, a value payload a number. One byte, so the spool need not
+// carry the format, and records from before a restart or a reload of
+// publish.format are told right.
+func isJSON(payload []byte) bool { return len(payload) > 0 && payload[0] == '{' }
 
 func isClosed(c <-chan struct{}) bool {
 	select {

@@ -10,7 +10,7 @@ import (
 // The on-disk form of a Record, all integers big-endian:
 //
 //	version   1 byte (recordVersion)
-//	flags     1 byte (bit 0: retain, bit 1: JSON payload; the other bits must be 0)
+//	flags     1 byte (bit 0: retain; the other bits must be 0)
 //	qos       1 byte (0, 1 or 2)
 //	id, time, seq            8 bytes each
 //	len(topic), len(seqKey), len(payload)   4 bytes each
@@ -22,7 +22,6 @@ import (
 const (
 	recordVersion = 1
 	flagRetain    = 1 << 0
-	flagJSON      = 1 << 1
 	recordHeader  = 3 + 3*8 + 3*4
 	recordCRC     = 4
 )
@@ -35,9 +34,6 @@ func encodeRecord(dst []byte, r *Record) []byte {
 	var flags byte
 	if r.Retain {
 		flags |= flagRetain
-	}
-	if r.JSON {
-		flags |= flagJSON
 	}
 	dst = append(dst, recordVersion, flags, r.QoS)
 	dst = binary.BigEndian.AppendUint64(dst, r.ID)
@@ -59,7 +55,7 @@ type recordView struct {
 	id, seq                uint64
 	time                   int64
 	qos                    byte
-	retain, json           bool
+	retain                 bool
 	topic, seqKey, payload []byte
 }
 
@@ -81,14 +77,13 @@ func parseRecord(b []byte) (recordView, error) {
 	if b[0] != recordVersion {
 		return v, fmt.Errorf("record version %d, want %d", b[0], recordVersion)
 	}
-	if b[1]&^(flagRetain|flagJSON) != 0 {
+	if b[1]&^flagRetain != 0 {
 		return v, fmt.Errorf("record flags %#x unknown", b[1])
 	}
 	if b[2] > 2 {
 		return v, fmt.Errorf("record qos %d", b[2])
 	}
 	v.retain = b[1]&flagRetain != 0
-	v.json = b[1]&flagJSON != 0
 	v.qos = b[2]
 	v.id = binary.BigEndian.Uint64(b[3:])
 	v.time = int64(binary.BigEndian.Uint64(b[11:]))
@@ -117,7 +112,6 @@ func (v *recordView) record() Record {
 		Topic:  string(v.topic),
 		QoS:    v.qos,
 		Retain: v.retain,
-		JSON:   v.json,
 		Time:   v.time,
 		SeqKey: string(v.seqKey),
 		Seq:    v.seq,

@@ -10,12 +10,12 @@ import (
 
 func sameRecord(a, b Record) bool {
 	return a.ID == b.ID && a.Topic == b.Topic && bytes.Equal(a.Payload, b.Payload) &&
-		a.QoS == b.QoS && a.Retain == b.Retain && a.JSON == b.JSON && a.Time == b.Time && a.SeqKey == b.SeqKey && a.Seq == b.Seq
+		a.QoS == b.QoS && a.Retain == b.Retain && a.Time == b.Time && a.SeqKey == b.SeqKey && a.Seq == b.Seq
 }
 
 var recordSeeds = []Record{
 	{},
-	{ID: 1, Topic: "plant/boiler/temp", Payload: []byte(`{"v":21.5}`), QoS: 1, JSON: true, Time: 1764313445000000000, SeqKey: "boiler/temp", Seq: 7},
+	{ID: 1, Topic: "plant/boiler/temp", Payload: []byte(`{"v":21.5}`), QoS: 1, Time: 1764313445000000000, SeqKey: "boiler/temp", Seq: 7},
 	{ID: 1<<64 - 1, Topic: "t", QoS: 2, Retain: true, Time: -1, Seq: 1<<64 - 1},
 	{ID: 42, Payload: bytes.Repeat([]byte{0, 0xff}, 20)},
 }

@@ -22,10 +22,7 @@ type Record struct {
 	Payload []byte // never modified after Append
 	QoS     byte
 	Retain  bool
-	// JSON: the payload is JSON (publish.format json); MQTT 5 sends it
-	// with content type application/json.
-	JSON bool
-	Time int64 // the reading's time, Unix nanoseconds
+	Time    int64 // the reading's time, Unix nanoseconds
 
 	// SeqKey ("sensor/quantity") and Seq are the sequence number this
 	// record carries; a durable spool stores the last Seq of every key so
