@@ -5,6 +5,7 @@ package faults
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -78,5 +79,49 @@ func TestMosquittoRefusal(t *testing.T) {
 		t.Logf("mosquitto, MQTT v%d: denied publish -> %v; allowed -> %v", proto, denied, allowed)
 		cancel()
 		<-done
+	}
+}
+
+// r. The broker's ACL denies the topics of one sensor (s09) while the
+// others publish: on MQTT 5 each of its readings is refused, dropped and
+// counted, and the other series flow, complete; on 3.1.1 mosquitto
+// acknowledges and drops them, so gatewayd counts them as published and
+// they are lost unseen.
+func TestRefusedReadings(t *testing.T) {
+	row := newRow(t, "r", "the broker's ACL denies one sensor's topics (s09)")
+	acl := filepath.Join(t.TempDir(), "acl")
+	if err := os.WriteFile(acl, []byte("topic readwrite #\ntopic deny gatewayd/fr/s09/#\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := newRig(t, "fr", autosaveShort, gwConfig{}, "acl_file "+acl)
+	g := startGatewayd(t, r.config)
+	warmUp(g)
+	m, tl := r.finish(g, row)
+	taken, published, refusedN := m.get("gatewayd_readings_taken_total"), m.get("gatewayd_mqtt_messages_published_total"), refused(m)
+	denied := taken / numSensors // one sensor's share, about
+	if tl.Series != 2*(numSensors-1) || tl.Missing > 0 || tl.Conflicts > 0 || tl.OutOfOrder > 0 {
+		t.Errorf("subscriber: %s", tl)
+	}
+	switch protocol {
+	case 5:
+		if refusedN < denied*0.8 || refusedN > denied*1.2 {
+			t.Errorf("refused %v, want about %v (one sensor of %d)", refusedN, denied, numSensors)
+		}
+		if m.get(`gatewayd_mqtt_publish_refused_total{reason="not_authorized"}`) != refusedN {
+			t.Errorf("refusals not all not_authorized: %v", m)
+		}
+		if float64(tl.Distinct) < published {
+			t.Errorf("subscriber saw %d distinct readings, gatewayd had %v acknowledged", tl.Distinct, published)
+		}
+		if _, ok := g.findLog(g.started, "the broker refused a reading; dropped"); !ok {
+			t.Error("refusal not logged")
+		}
+		row.Lost = fmt.Sprintf("%d; s09's %.0f readings refused (0x87) and counted, none published", tl.Missing, refusedN)
+	case 4:
+		if refusedN != 0 {
+			t.Errorf("refused %v on MQTT 3.1.1", refusedN)
+		}
+		unseen := published - float64(tl.Distinct)
+		row.Lost = fmt.Sprintf("%d in the 18 series delivered; s09's ~%.0f readings acknowledged by mosquitto and dropped: counted as published, never seen (3.1.1 has no refusal)", tl.Missing, unseen)
 	}
 }
