@@ -11,9 +11,14 @@ import (
 	"github.com/gatewayd/gatewayd/internal/sensors"
 )
 
-// Config is the whole configuration. Load returns it with defaults applied,
-// placeholders such as {gateway} filled in where they are fixed at start, and
-// every value validated.
+// Config is the whole configuration. Parse returns it with defaults applied,
+// every value validated and the derived values resolved: {gateway} filled in,
+// and each sensor's publish settings in Sensor.Publish. The daemon reads it
+// as it is; no other package derives a default again.
+//
+// A new key is a field here (with its yaml tag and its default in Default)
+// plus its check in validate.go: decoding, unknown-key errors with
+// suggestions, and line numbers come from the field alone.
 type Config struct {
 	Gateway        Gateway        `yaml:"gateway"`
 	Log            Log            `yaml:"log"`
@@ -27,6 +32,8 @@ type Config struct {
 
 	// File is the path the config was loaded from ("" for defaults).
 	File string `yaml:"-"`
+
+	src *index // the file's keys and their lines, for Probe's errors
 }
 
 // Gateway identifies this box.
@@ -50,7 +57,7 @@ type Broker struct {
 	ReconnectMaxInterval Duration     `yaml:"reconnect_max_interval"`
 	Username             string       `yaml:"username"`
 	Password             Secret       `yaml:"password"`
-	PasswordFile         string       `yaml:"password_file"`
+	PasswordFile         string       `yaml:"password_file"` // read at each connect: ReadPassword
 	TLS                  TLS          `yaml:"tls"`
 	Availability         Availability `yaml:"availability"`
 
@@ -99,8 +106,9 @@ type Buffer struct {
 	MaxInflight int      `yaml:"max_inflight"`
 }
 
-// Sensor is one configured sensor: the keys common to every type, and the
-// type's own keys in Source.
+// Sensor is one configured sensor: the keys common to every type, the type's
+// own keys in Source, and the resolved publish settings in Publish. Its entry
+// is decoded by UnmarshalYAML (decode.go).
 type Sensor struct {
 	Name      string             `yaml:"name"`
 	Type      string             `yaml:"type"`
@@ -116,6 +124,19 @@ type Sensor struct {
 
 	// Source holds the type's own keys (seed, device, command, ...).
 	Source sensors.Config `yaml:"-"`
+	// Publish is where and how the sensor's readings are published:
+	// publish.* with the sensor's own qos, retain and topic applied.
+	Publish SensorPublish `yaml:"-"`
+}
+
+// SensorPublish is one sensor's resolved publish settings.
+type SensorPublish struct {
+	// Topic is the topic template with {gateway} and {sensor} filled in;
+	// {quantity} is left for each reading.
+	Topic  string
+	Format string // json | value
+	QoS    byte
+	Retain bool
 }
 
 // Subscription is one topic filter whose messages are logged.

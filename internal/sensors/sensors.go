@@ -40,14 +40,26 @@ type Instant interface {
 }
 
 // Config holds one source type's own keys (those beside the common ones such as
-// name and interval). It is decoded strictly from the sensor's entry in the
-// config file, so every exported field needs a yaml tag.
+// name and interval). yaml.v3 decodes it strictly from the sensor's entry in
+// the config file, together with the common keys: make it a pointer to a
+// struct whose exported fields carry yaml tags (any type yaml.v3 decodes,
+// inline structs included; a key may not repeat a common one). A type without
+// keys may be any value. A field type with its own UnmarshalYAML should
+// return a *yaml.TypeError ("line N: message") for a bad value, so that
+// decoding goes on and every error of the file is reported.
 type Config interface {
 	// Validate checks the type's keys. Errors that concern one key should be
 	// a *KeyError so that the config loader can point at the key's line.
 	Validate() error
 	// New builds the source. It runs once at start, after Validate.
 	New(env Env) (Source, error)
+}
+
+// Prober is a Config that can also check the system: a device or program
+// that must exist. config.Probe calls it (for -check, the start and a
+// reload); Validate must not touch the system, since it runs on every parse.
+type Prober interface {
+	Probe() error // errors as Validate's
 }
 
 // Env is what a source may need from the daemon when it is built.
