@@ -121,6 +121,9 @@ type Sensor struct {
 	Scale     map[string]float64 `yaml:"scale"`
 	Deadband  map[string]float64 `yaml:"deadband"`
 	Heartbeat Duration           `yaml:"heartbeat"`
+	// StaleAfter (push sensors only): the sensor is down when nothing was
+	// heard for this long.
+	StaleAfter Duration `yaml:"stale_after"`
 
 	// Source holds the type's own keys (seed, device, command, ...).
 	Source sensors.Config `yaml:"-"`
@@ -187,11 +190,20 @@ func defaultSensors() []Sensor {
 	return []Sensor{{Name: "simulated", Type: "simulated", Source: src}}
 }
 
-// Default per-sensor values.
+// Default per-sensor values. A push sensor's interval defaults to 0: every
+// transmission is published.
 const (
 	DefaultInterval    = 10 * time.Second
 	DefaultReadTimeout = 5 * time.Second
+	DefaultStaleAfter  = 15 * time.Minute
 )
+
+// Push reports whether the sensor's type delivers its readings itself
+// (sensors.Pusher) rather than being read on its interval.
+func (s *Sensor) Push() bool {
+	_, ok := s.Source.(sensors.PushConfig)
+	return ok
+}
 
 // hostID turns the host name into a gateway id: lower case, and every byte
 // that is not [a-z0-9_-] replaced by '-', so that it is safe in topics.

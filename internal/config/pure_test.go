@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gatewayd/gatewayd/internal/sensors"
 )
@@ -129,6 +130,45 @@ sensors:
 	for i, w := range want {
 		if got := c.Sensors[i].Publish; got != w {
 			t.Errorf("sensor %d: %+v, want %+v", i, got, w)
+		}
+	}
+}
+
+// pushConfig is a push type's config (sensors.PushConfig).
+type pushConfig struct {
+	Device string `yaml:"device"`
+}
+
+func (c *pushConfig) Validate() error                         { return nil }
+func (c *pushConfig) New(sensors.Env) (sensors.Source, error) { return nil, nil }
+func (c *pushConfig) Pushes()                                 {}
+
+func init() { sensors.Register("test-push", func() sensors.Config { return &pushConfig{} }) }
+
+func TestPushSensorKeys(t *testing.T) {
+	c, err := Parse("x.yaml", []byte("sensors:\n  - {name: a, type: test-push, device: x}\n  - {name: b, type: test-push, interval: 1m, stale_after: 2h}\n"), lookupTestEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := c.Sensors[0], c.Sensors[1]
+	if !a.Push() || a.Interval != 0 || a.Timeout != 0 || a.StaleAfter.D() != DefaultStaleAfter {
+		t.Errorf("push defaults: %+v", a)
+	}
+	if b.Interval.D() != time.Minute || b.StaleAfter.D() != 2*time.Hour {
+		t.Errorf("push keys: %+v", b)
+	}
+	_, err = Parse("x.yaml", []byte(`sensors:
+  - {name: a, type: test-push, timeout: 1s, stale_after: 0s, interval: -1s}
+  - {name: b, type: simulated, stale_after: 1m}
+`), lookupTestEnv)
+	for _, want := range []string{
+		"x.yaml:2: sensors[0].interval: must be >= 0",
+		"x.yaml:2: sensors[0].timeout: does not apply to a sensor of type test-push",
+		"x.yaml:2: sensors[0].stale_after: must be at least 1s",
+		"x.yaml:3: sensors[1].stale_after: applies to push sensors only",
+	} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q:\n%v", want, err)
 		}
 	}
 }

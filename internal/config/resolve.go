@@ -10,7 +10,7 @@ import (
 // resolved config and no other package derives them again: the gateway id,
 // {gateway} in the client id, availability topic, subscriptions and topic
 // templates, the embedded broker as the broker, each sensor's interval,
-// timeout and publish settings. has tells whether the file gives a key.
+// timeout, stale_after and publish settings. has tells whether the file gives a key.
 func resolve(c *Config, has func(path string) bool) {
 	if c.Gateway.ID == "" {
 		c.Gateway.ID = hostID()
@@ -32,13 +32,21 @@ func resolve(c *Config, has func(path string) bool) {
 	}
 	for i := range c.Sensors {
 		s := &c.Sensors[i]
-		if !has(fmt.Sprintf("sensors[%d].interval", i)) {
-			s.Interval = Duration(DefaultInterval)
-		}
-		if !has(fmt.Sprintf("sensors[%d].timeout", i)) {
-			s.Timeout = Duration(DefaultReadTimeout)
-			if s.Interval > 0 {
-				s.Timeout = Duration(min(DefaultReadTimeout, s.Interval.D()))
+		given := func(key string) bool { return has(fmt.Sprintf("sensors[%d].%s", i, key)) }
+		switch {
+		case s.Push():
+			if !given("stale_after") {
+				s.StaleAfter = Duration(DefaultStaleAfter)
+			}
+		default:
+			if !given("interval") {
+				s.Interval = Duration(DefaultInterval)
+			}
+			if !given("timeout") {
+				s.Timeout = Duration(DefaultReadTimeout)
+				if s.Interval > 0 {
+					s.Timeout = Duration(min(DefaultReadTimeout, s.Interval.D()))
+				}
 			}
 		}
 		out := SensorPublish{Topic: c.Publish.Topic, Format: c.Publish.Format, QoS: byte(c.Publish.QoS), Retain: c.Publish.Retain}

@@ -173,11 +173,18 @@ func (v *validator) validateSensors(c *Config) {
 			}
 			names[s.Name] = i
 		}
-		if s.Interval.D() < 10*time.Millisecond {
-			v.add(p+".interval", "must be at least 10ms, not %s", s.Interval)
-		}
-		if s.Timeout.D() <= 0 {
-			v.add(p+".timeout", "must be > 0, not %s", s.Timeout)
+		if s.Push() {
+			v.validatePush(p, s)
+		} else {
+			if s.Interval.D() < 10*time.Millisecond {
+				v.add(p+".interval", "must be at least 10ms, not %s", s.Interval)
+			}
+			if s.Timeout.D() <= 0 {
+				v.add(p+".timeout", "must be > 0, not %s", s.Timeout)
+			}
+			if v.src.has(p + ".stale_after") {
+				v.add(p+".stale_after", "applies to push sensors only (a polled sensor is down when its read fails)")
+			}
 		}
 		if s.QoS != nil {
 			v.qos(p+".qos", *s.QoS)
@@ -208,6 +215,19 @@ func (v *validator) validateSensors(c *Config) {
 		if s.Source != nil {
 			v.sourceErrors(p, s.Source.Validate())
 		}
+	}
+}
+
+// validatePush checks the common keys as a push sensor reads them.
+func (v *validator) validatePush(p string, s *Sensor) {
+	if s.Interval.D() < 0 {
+		v.add(p+".interval", "must be >= 0 (the least time between two published readings), not %s", s.Interval)
+	}
+	if v.src.has(p + ".timeout") {
+		v.add(p+".timeout", "does not apply to a sensor of type %s, which is not polled (see stale_after)", s.Type)
+	}
+	if s.StaleAfter.D() < time.Second {
+		v.add(p+".stale_after", "must be at least 1s, not %s", s.StaleAfter)
 	}
 }
 
