@@ -13,6 +13,10 @@ import (
 	"github.com/gatewayd/gatewayd/internal/testbroker"
 )
 
+// testProtocol is the broker.protocol of baseYAML; TestGuaranteesOnMQTT5
+// runs the tests again with 5.
+var testProtocol = 4
+
 func baseYAML(url string) string {
 	return fmt.Sprintf(`gateway: {id: gw}
 broker:
@@ -20,7 +24,8 @@ broker:
   keepalive: 2s
   connect_timeout: 1s
   reconnect_max_interval: 500ms
-`, url)
+  protocol: %d
+`, url, testProtocol)
 }
 
 func TestReadingsArriveAsSpecified(t *testing.T) {
