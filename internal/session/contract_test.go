@@ -217,7 +217,10 @@ func TestOnConnectBeforeCurrent(t *testing.T) {
 			t.Fatal("hook saw another connection")
 		}
 		var order []string
-		for _, m := range b.Messages(func(s string) bool { return s == "discovery/config" || s == "reading" }) {
+		both := func(s string) bool { return s == "discovery/config" || s == "reading" }
+		// mochi records a message just after its PUBACK.
+		testbroker.Eventually(t, 10*time.Second, "both at the broker", func() bool { return len(b.Messages(both)) == 2 })
+		for _, m := range b.Messages(both) {
 			order = append(order, m.Topic)
 		}
 		if !slices.Equal(order, []string{"discovery/config", "reading"}) {
