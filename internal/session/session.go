@@ -263,13 +263,14 @@ func (s *Session) Run(ctx context.Context) error {
 	failures := 0
 	for {
 		s.live.Beat("session")
-		opts, updated := s.options()
-		conn, err := s.connectAny(ctx, &opts, updated)
+		opts, _ := s.options()
+		key := keyOf(&opts)
+		conn, err := s.connectAny(ctx, &opts, key)
 		if ctx.Err() != nil {
 			return nil
 		}
 		if err != nil {
-			if isClosed(updated) {
+			if s.keyChanged(key) {
 				continue // new settings: try them at once
 			}
 			maxDelay := opts.Broker.ReconnectMaxInterval.D()
@@ -282,14 +283,14 @@ func (s *Session) Run(ctx context.Context) error {
 				level = slog.LevelWarn
 			}
 			s.log.Log(ctx, level, "cannot connect to the broker", "err", err, "attempt", failures, "retry_in", delay.Round(time.Millisecond).String())
-			if !s.sleep(ctx, delay, updated) {
+			if !s.sleep(ctx, delay, key) {
 				return nil
 			}
 			continue
 		}
 		s.connected(conn, &opts)
 
-		switch s.waitLost(ctx, conn, keyOf(&opts)) {
+		switch s.waitLost(ctx, conn, key) {
 		case stopped:
 			s.shutdown(conn, &opts)
 			return nil
@@ -306,7 +307,7 @@ func (s *Session) Run(ctx context.Context) error {
 		delay := backoff(failures, opts.Broker.ReconnectMaxInterval.D())
 		failures++
 		s.log.Warn("connection lost", "broker", conn.url, "err", conn.Err(), "retry_in", delay.Round(time.Millisecond).String())
-		if _, updated := s.options(); !s.sleep(ctx, delay, updated) {
+		if !s.sleep(ctx, delay, key) {
 			return nil
 		}
 	}
@@ -380,24 +381,34 @@ func backoff(n int, maxDelay time.Duration) time.Duration {
 }
 
 // sleep waits d, beating the liveness; false when ctx ended. An Update
-// (updated closed) ends the wait early.
-func (s *Session) sleep(ctx context.Context, d time.Duration, updated <-chan struct{}) bool {
+// that changes the connection's settings (key) ends the wait early.
+func (s *Session) sleep(ctx context.Context, d time.Duration, key connKey) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	tick := time.NewTicker(metrics.BeatInterval)
 	defer tick.Stop()
+	_, updated := s.options()
 	for {
+		if s.keyChanged(key) {
+			return true
+		}
 		select {
 		case <-ctx.Done():
 			return false
 		case <-t.C:
 			return true
 		case <-updated:
-			return true
+			_, updated = s.options()
 		case <-tick.C:
 			s.live.Beat("session")
 		}
 	}
+}
+
+// keyChanged reports whether the connection settings now differ from key.
+func (s *Session) keyChanged(key connKey) bool {
+	opts, _ := s.options()
+	return !reflect.DeepEqual(keyOf(&opts), key)
 }
 
 type ending int
@@ -431,15 +442,24 @@ func (s *Session) waitLost(ctx context.Context, conn *Conn, key connKey) ending 
 }
 
 // connectAny tries every broker URL once, starting from the one that
-// worked last. It gives up early when ctx ends or updated is closed.
-func (s *Session) connectAny(ctx context.Context, o *Options, updated <-chan struct{}) (*Conn, error) {
+// worked last. It gives up early when ctx ends or an Update changes the
+// connection's settings (key).
+func (s *Session) connectAny(ctx context.Context, o *Options, key connKey) (*Conn, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() {
-		select {
-		case <-updated:
-			cancel()
-		case <-ctx.Done():
+		_, updated := s.options()
+		for {
+			if s.keyChanged(key) {
+				cancel()
+				return
+			}
+			select {
+			case <-updated:
+				_, updated = s.options()
+			case <-ctx.Done():
+				return
+			}
 		}
 	}()
 	s.mu.Lock()
