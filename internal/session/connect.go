@@ -53,6 +53,9 @@ func (s *Session) connectAny(ctx context.Context, o *Options, key connKey) (*Con
 		}
 		s.m.MQTTConnectFailures.Inc()
 		errs = append(errs, fmt.Errorf("%s: %w", u, err))
+		if i < len(order)-1 {
+			s.log.Info("cannot connect to a broker URL; trying the next", "broker", u, "err", err)
+		}
 	}
 	if len(errs) == 0 {
 		return nil, ctx.Err()
