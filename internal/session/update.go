@@ -7,9 +7,9 @@ import (
 	"github.com/gatewayd/gatewayd/internal/config"
 )
 
-// Update: a reload of the options while the session runs.
-
-// Update applies new options (a reload). Subscriptions and handlers added
+// Update applies new options (a reload); opts is the whole of them, the
+// OnMessage, OnConnect and handler functions included (a nil OnMessage
+// drops the messages). Subscriptions and handlers added
 // are subscribed and those removed unsubscribed on the live connection; the
 // next connections use the new set. When a setting of the connection
 // differs (URLs, client id, credentials, TLS, keepalive, protocol,
