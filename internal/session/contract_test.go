@@ -326,6 +326,18 @@ func TestUpdateReconnectsOnce(t *testing.T) {
 		if n := len(b.Connects()); n != 2 || value(r.m.MQTTConnectionLost) != 0 {
 			t.Errorf("%d connects, %v lost", n, value(r.m.MQTTConnectionLost))
 		}
+		// The other protocol, live.
+		o.Protocol = 9 - proto
+		if err := r.Update(o); err != nil {
+			t.Fatal(err)
+		}
+		<-c2.Lost()
+		if c3 := r.conn(); c3.Protocol() != 9-proto {
+			t.Errorf("protocol %d after the update", c3.Protocol())
+		}
+		if cs := b.Connects(); len(cs) != 3 || cs[2].Protocol != byte(9-proto) {
+			t.Errorf("connects: %+v", cs)
+		}
 	})
 }
 
