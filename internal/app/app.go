@@ -39,13 +39,18 @@ type App struct {
 	log    *slog.Logger
 	http   *metrics.Server
 	broker *broker.Broker
+
+	version   string
+	started   time.Time
+	connWatch connWatch // for Status
 }
 
 // New builds every component and opens every listener, so that a taken
 // port or a locked buffer is reported before the daemon says it is ready.
 // On error, whatever was opened is closed again.
 func New(cfg *config.Config, log *slog.Logger, version string) (_ *App, err error) {
-	a := &App{cfg: cfg, log: log, Metrics: metrics.New(version), Liveness: metrics.NewLiveness(staleLoop)}
+	a := &App{cfg: cfg, log: log, Metrics: metrics.New(version), Liveness: metrics.NewLiveness(staleLoop),
+		version: version, started: time.Now()}
 	defer func() {
 		if err != nil {
 			a.close()
@@ -92,6 +97,7 @@ func New(cfg *config.Config, log *slog.Logger, version string) (_ *App, err erro
 	a.Publisher = gateway.NewPublisher(a.Queue, a.Session, cfg.Buffer.MaxInflight, cfg.Broker.Keepalive.D(),
 		m, log.With("component", "publisher"), a.Liveness)
 	a.http = metrics.NewServer(m, a.Liveness, a.Session.Connected, version, log.With("component", "http"))
+	a.http.SetStatus(a)
 	if err := a.http.Listen(cfg.Metrics.Listen); err != nil {
 		return nil, fmt.Errorf("metrics.listen: %w", err)
 	}
@@ -130,6 +136,7 @@ func (a *App) Run(ctx context.Context, onStopping func()) error {
 		return func() { cancel(); <-done }
 	}
 	stopHTTP := start("http", a.http.Run)
+	stopWatch := start("status", a.watchConn)
 	stopSession := start("session", a.Session.Run)
 	stopPublisher := start("publisher", a.Publisher.Run)
 	stopPoller := start("poller", a.Poller.Run)
@@ -159,6 +166,7 @@ func (a *App) Run(ctx context.Context, onStopping func()) error {
 		}
 	}
 	stopSession()
+	stopWatch()
 	stopHTTP()
 	return runErr
 }
