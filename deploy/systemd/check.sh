@@ -19,6 +19,13 @@ if ! systemd-analyze verify "$tmp/gatewayd.service" 2>"$tmp/verify.err" || [ -s 
   echo "FAIL systemd-analyze verify:"; cat "$tmp/verify.err"; exit 1
 fi
 echo "PASS systemd-analyze verify (no warnings)"
+# The commented LoadCredential= example must stay valid when uncommented.
+sed 's/^#LoadCredential=/LoadCredential=/' "$tmp/gatewayd.service" >"$tmp/gatewayd-credential.service"
+grep -q '^LoadCredential=mqtt-password:' "$tmp/gatewayd-credential.service" || { echo "FAIL no LoadCredential= example in the unit"; exit 1; }
+if ! systemd-analyze verify "$tmp/gatewayd-credential.service" 2>"$tmp/verify.err" || [ -s "$tmp/verify.err" ]; then
+  echo "FAIL systemd-analyze verify with LoadCredential= uncommented:"; cat "$tmp/verify.err"; exit 1
+fi
+echo "PASS systemd-analyze verify with the LoadCredential= example uncommented"
 if ! systemd-analyze security --offline=true --threshold="$threshold" "$tmp/gatewayd.service" >"$tmp/security.out" 2>&1; then
   echo "FAIL systemd-analyze security --threshold=$threshold:"; cat "$tmp/security.out"; exit 1
 fi
