@@ -73,10 +73,8 @@ def api(prom, path, params):
         return json.load(e)
 
 
-def substitute(expr, instance):
-    # Grafana: a multi-value variable inside =~ becomes an escaped regex;
+def substitute(expr, regex):
     # $__rate_interval is at least 4 scrape intervals (1s here).
-    regex = re.sub(r"([\\.+*?()|\[\]{}^$])", r"\\\\\1", instance)
     for k, v in {"$__rate_interval": "15s", "$__interval": "1s", "$__range": "30s", "$instance": regex}.items():
         expr = expr.replace(k, v)
     return expr
@@ -91,28 +89,32 @@ def evaluate(path, prom, instance):
     r = api(prom, f"/api/v1/label/{label}/values", {"match[]": metric})
     if r.get("status") != "success" or instance not in r["data"]:
         failed.append(f"variable instance ({q}): {r}")
+    # Grafana: a multi-value variable inside =~ becomes an escaped regex of
+    # the chosen values, or the variable's allValue for "All".
+    one = re.sub(r"([\\.+*?()|\[\]{}^$])", r"\\\\\1", instance)
+    every = next(v for v in d["templating"]["list"] if v["name"] == "instance")["allValue"]
+    queries = [(p["title"], substitute(t["expr"], regex))
+               for p in panels(d) for t in p.get("targets", []) for regex in (one, every)]
     now = time.time()
-    for p in panels(d):
-        for t in p.get("targets", []):
-            expr = substitute(t["expr"], instance)
-            r = api(prom, "/api/v1/query_range", {"query": expr, "start": now - 30, "end": now, "step": "1"})
-            if r.get("status") != "success":
-                failed.append(f"{p['title']!r}: {expr}: {r.get('error')}")
-                continue
-            if r["data"]["result"]:
-                ok += 1
-                print(f"data     {p['title']}: {expr} ({len(r['data']['result'])} series)")
-                continue
-            why = [w for m, w in MAY_BE_EMPTY.items() if m in expr]
-            if why:
-                empty.append(expr)
-                print(f"no data  {p['title']}: {expr} (allowed: {why[0]})")
-            else:
-                failed.append(f"{p['title']!r}: {expr}: no data")
+    for title, expr in queries:
+        r = api(prom, "/api/v1/query_range", {"query": expr, "start": now - 30, "end": now, "step": "1"})
+        if r.get("status") != "success":
+            failed.append(f"{title!r}: {expr}: {r.get('error')}")
+            continue
+        if r["data"]["result"]:
+            ok += 1
+            print(f"data     {title}: {expr} ({len(r['data']['result'])} series)")
+            continue
+        why = [w for m, w in MAY_BE_EMPTY.items() if m in expr]
+        if why:
+            empty.append(expr)
+            print(f"no data  {title}: {expr} (allowed: {why[0]})")
+        else:
+            failed.append(f"{title!r}: {expr}: no data")
     for f in failed:
         print("FAILED  ", f)
     total = ok + len(empty) + len(failed)
-    print(f"{total} queries ran, {ok} returned data, {len(empty)} empty as allowed, {len(failed)} failed")
+    print(f"{total} queries ran (each panel query for one instance and for All), {ok} returned data, {len(empty)} empty as allowed, {len(failed)} failed")
     sys.exit(1 if failed else 0)
 
 
