@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -109,5 +110,25 @@ func TestFormatSeconds(t *testing.T) {
 		if got := formatSeconds(sec); got != want {
 			t.Errorf("formatSeconds(%v) = %q, want %q", sec, got, want)
 		}
+	}
+}
+
+// TestStatusPageBounded lists at most pageSensors sensors and says how many
+// more /api/status has.
+func TestStatusPageBounded(t *testing.T) {
+	s := NewServer(New("test"), NewLiveness(time.Minute), func() bool { return true }, "v1", slog.New(slog.DiscardHandler))
+	st := exampleStatus()
+	st.Sensors = nil
+	for i := 0; i < pageSensors+5; i++ {
+		st.Sensors = append(st.Sensors, SensorStatus{Name: fmt.Sprintf("s%d", i), Type: "simulated", Up: i != 3, Values: []Value{}})
+	}
+	src := fixedStatus(st)
+	s.SetStatus(&src)
+	_, body := get(t, s, "/")
+	if n := strings.Count(body, "data-sensor="); n != pageSensors {
+		t.Errorf("%d sensor rows, want %d", n, pageSensors)
+	}
+	if !strings.Contains(body, "… and 5 more sensors") || !strings.Contains(body, "Sensors (1005)") || !strings.Contains(body, "Down: s3</p>") {
+		t.Error("the page does not say how many sensors it leaves out, or which is down")
 	}
 }
