@@ -11,7 +11,9 @@
 #   1. promtool check rules / test rules on deploy/prometheus/,
 #   2. the dashboard's structure (variables, datasource of every panel),
 #   3. builds gatewayd, makes a CA and a server certificate (openssl) and a
-#      bcrypt password (htpasswd), starts gatewayd on free ports,
+#      bcrypt password (htpasswd), checks that -check refuses an open
+#      embedded broker on 0.0.0.0, starts gatewayd on free ports with its
+#      embedded broker's password from $CREDENTIALS_DIRECTORY,
 #   4. checks that the endpoints answer 401 without credentials,
 #   5. starts prometheus (free port, own data dir) scraping gatewayd with
 #      the credentials (job gatewayd) and without (job gatewayd-noauth),
@@ -136,19 +138,36 @@ pass "CA and server certificate (openssl), bcrypt password (htpasswd -B)"
 
 mqtt_port=$(free_port)
 http_port=$(free_port)
+# The embedded broker's password as systemd's LoadCredential= hands it over.
+mkdir -p "$tmp/credentials"
+printf 'mqtt-%s\n' "$RANDOM$RANDOM" >"$tmp/credentials/mqtt-password"
 cat >"$tmp/gateway.yaml" <<EOF
 gateway: {id: $gw_id}
-embedded_broker: {enabled: true, listen: "127.0.0.1:$mqtt_port"}
+embedded_broker:
+  enabled: true
+  listen: "127.0.0.1:$mqtt_port"
+  username: gateway
+  password_file: \${CREDENTIALS_DIRECTORY}/mqtt-password
 sensors:
   - {name: living-room, type: simulated, interval: 1s, seed: 1}
   - {name: bedroom, type: simulated, interval: 1s, seed: 2}
-  - {name: barometer, type: exec, command: ["/bin/echo", "pressure=1013.25"], interval: 1s}
-  - {name: cellar, type: exec, command: ["/bin/sh", "-c", "echo 'cannot open /dev/i2c-1: no such device' >&2; exit 1"], interval: 1s}
+  - {name: barometer, type: exec, command: ["/bin/echo", "pressure=1013.25"], interval: 1s, timeout: 10s}
+  - {name: cellar, type: exec, command: ["/bin/sh", "-c", "echo 'cannot open /dev/i2c-1: no such device' >&2; exit 1"], interval: 1s, timeout: 10s}
 metrics:
   listen: "127.0.0.1:$http_port"
   web_config_file: "$tmp/web.yml"
 EOF
+export CREDENTIALS_DIRECTORY="$tmp/credentials"
 "$gatewayd" -check -config "$tmp/gateway.yaml" >"$tmp/check.out" 2>&1 || die "gatewayd -check: $(cat "$tmp/check.out")"
+# An open embedded broker beyond loopback is refused, naming the key.
+sed -e "s/127.0.0.1:$mqtt_port/0.0.0.0:$mqtt_port/" -e '/username:/d' -e '/password_file:/d' "$tmp/gateway.yaml" >"$tmp/open.yaml"
+rc=0
+"$gatewayd" -check -config "$tmp/open.yaml" >"$tmp/open.out" 2>&1 || rc=$?
+if [[ $rc == 2 ]] && grep -q 'open.yaml:4: embedded_broker.listen: .*embedded_broker.username' "$tmp/open.out"; then
+	pass "gatewayd -check refuses an open embedded broker on 0.0.0.0 ($(head -c 120 "$tmp/open.out")...)"
+else
+	fail "gatewayd -check on an open embedded broker on 0.0.0.0: exit $rc: $(cat "$tmp/open.out")"
+fi
 "$gatewayd" -config "$tmp/gateway.yaml" 2>"$tmp/gatewayd.log" &
 started_pids+=("$!")
 
@@ -156,7 +175,7 @@ base="https://127.0.0.1:$http_port"
 code() { curl -s -o /dev/null -w '%{http_code}' --max-time 5 --cacert "$tmp/ca.pem" "$@" || true; }
 authed() { [[ "$(code -u "prometheus:$password" "$base$1")" == 200 ]]; }
 wait_for 15 authed /readyz || die "gatewayd: /readyz not 200 over TLS with the password within 15 s"
-pass "gatewayd serves https on 127.0.0.1:$http_port and is connected to its embedded broker"
+pass "gatewayd serves https on 127.0.0.1:$http_port and is connected to its embedded broker (with the password from \$CREDENTIALS_DIRECTORY)"
 for path in / /metrics /api/status /healthz /readyz; do
 	c1=$(code "$base$path")
 	c2=$(code -u "prometheus:wrong" "$base$path")

@@ -71,17 +71,26 @@ func New(cfg *config.Config, log *slog.Logger, version string) (_ *App, err erro
 	m.WatchBuffer(a.Queue)
 
 	var urls []string
-	if cfg.EmbeddedBroker.Enabled {
-		if a.broker, err = broker.Start(cfg.EmbeddedBroker.Listen, log.With("component", "broker")); err != nil {
+	b := cfg.Broker
+	if e := cfg.EmbeddedBroker; e.Enabled {
+		pw, err := e.ReadPassword()
+		if err != nil {
 			return nil, err
 		}
-		log.Info("embedded broker listening", "addr", a.broker.Addr())
+		a.broker, err = broker.StartWith(broker.Options{Listen: e.Listen, Username: e.Username, Password: pw.Reveal()},
+			log.With("component", "broker"))
+		if err != nil {
+			return nil, err
+		}
+		log.Info("embedded broker listening", "addr", a.broker.Addr(), "auth", e.Username != "")
 		if cfg.Broker.UseEmbedded {
 			urls = []string{"tcp://" + a.broker.Addr()}
+			if b.Username == "" { // log in to it as its one user
+				b.Username, b.PasswordFile = e.Username, e.PasswordFile
+			}
 		}
 	}
 
-	b := cfg.Broker
 	if b.PasswordFile != "" {
 		// The session is to call ReadPassword at each connect; until it
 		// does, the file is read here, at start.
@@ -108,6 +117,11 @@ func New(cfg *config.Config, log *slog.Logger, version string) (_ *App, err erro
 		m, log.With("component", "publisher"), a.Liveness)
 	a.http = metrics.NewServer(m, a.Liveness, a.Session.Connected, version, log.With("component", "http"))
 	a.http.SetStatus(a)
+	if f := cfg.Metrics.WebConfigFile; f != "" {
+		if err := a.http.SetWebConfig(f); err != nil {
+			return nil, fmt.Errorf("metrics.web_config_file: %w", err)
+		}
+	}
 	if err := a.http.Listen(cfg.Metrics.Listen); err != nil {
 		return nil, fmt.Errorf("metrics.listen: %w", err)
 	}

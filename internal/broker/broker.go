@@ -43,9 +43,9 @@ func Start(addr string, log *slog.Logger) (*Broker, error) {
 // would be an open relay for anyone who can reach the box.
 func StartWith(opts Options, log *slog.Logger) (*Broker, error) {
 	addr := opts.Listen
-	if opts.Username == "" && !IsLoopback(addr) {
-		return nil, fmt.Errorf("embedded_broker.listen: %s is reachable beyond this machine and the broker has no credentials: "+
-			"set embedded_broker.username and embedded_broker.password_file, or listen on 127.0.0.1", addr)
+	open := opts.Username == ""
+	if open && !loopbackHost(addr) {
+		return nil, errOpen(addr)
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -55,6 +55,11 @@ func StartWith(opts Options, log *slog.Logger) (*Broker, error) {
 				"and point broker.urls at the running broker", addr)
 		}
 		return nil, fmt.Errorf("embedded_broker.listen: %w", err)
+	}
+	// A host name: judge the address it was bound to.
+	if ta, ok := ln.Addr().(*net.TCPAddr); open && (!ok || !ta.IP.IsLoopback()) {
+		ln.Close()
+		return nil, errOpen(addr)
 	}
 	srv := mqtt.New(&mqtt.Options{
 		InlineClient: false,
@@ -80,19 +85,21 @@ func StartWith(opts Options, log *slog.Logger) (*Broker, error) {
 	return &Broker{srv: srv, addr: ln.Addr().String()}, nil
 }
 
-// IsLoopback reports whether a listen address (host:port) accepts
-// connections from this machine only: a loopback IP or "localhost". An
-// empty host (all interfaces) or any other name is not.
-func IsLoopback(addr string) bool {
+// loopbackHost is false for a listen address that is beyond loopback on
+// its face: an empty host (every interface) or an IP that is not a loopback
+// one. A name is judged by the address it is bound to.
+func loopbackHost(addr string) bool {
 	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
+	if err != nil || host == "" {
 		return false
 	}
-	if host == "localhost" {
-		return true
-	}
 	ip, err := netip.ParseAddr(host)
-	return err == nil && ip.IsLoopback()
+	return err != nil || ip.IsLoopback()
+}
+
+func errOpen(addr string) error {
+	return fmt.Errorf("embedded_broker.listen: %s is reachable beyond this machine and the broker has no credentials: "+
+		"set embedded_broker.username and embedded_broker.password_file, or listen on 127.0.0.1", addr)
 }
 
 // passwordHook lets in the clients that give the one username and
