@@ -17,6 +17,7 @@ type connWatch struct {
 	mu      sync.Mutex
 	conn    *session.Conn // the open one, or nil
 	url     string        // of the current or last connection
+	proto   int
 	since   time.Time
 	lastErr string // why the last connection was lost
 }
@@ -30,7 +31,7 @@ func (a *App) watchConn(ctx context.Context) error {
 		if c != w.conn {
 			w.since = time.Now()
 			if c != nil {
-				w.url = c.URL()
+				w.url, w.proto = c.URL(), c.Protocol()
 			} else if err := w.conn.Err(); err != nil {
 				w.lastErr = err.Error()
 			}
@@ -66,6 +67,7 @@ func (a *App) Status() metrics.Status {
 	b := metrics.BrokerStatus{
 		Connected: a.Session.Connected(),
 		URL:       w.url,
+		Protocol:  w.proto,
 		Since:     w.since,
 		LastError: w.lastErr,
 	}
@@ -78,6 +80,7 @@ func (a *App) Status() metrics.Status {
 	b.Reconnects = max(b.Connects, 1) - 1
 	b.ConnectionLost = uint64(metrics.CounterValue(m.MQTTConnectionLost))
 	b.ConnectFailures = uint64(metrics.CounterValue(m.MQTTConnectFailures))
+	b.Refused = uint64(metrics.CounterSum(m.MQTTPublishRefused))
 	st.Broker = b
 
 	st.Buffer = metrics.BufferStatus{

@@ -34,7 +34,7 @@ func TestStatus(t *testing.T) {
 	})
 	connectedAt := st.Broker.Since
 	if st.Gateway != "gw" || st.Version != "test" || !st.Healthy || st.Broker.URL != b.URL() ||
-		st.Broker.Connects != 1 || st.Broker.Reconnects != 0 || time.Since(connectedAt) > 10*time.Second {
+		st.Broker.Connects != 1 || st.Broker.Reconnects != 0 || st.Broker.Protocol != 4 || st.Broker.Refused != 0 || time.Since(connectedAt) > 10*time.Second {
 		t.Errorf("status: %+v", st)
 	}
 	room, cellar := st.Sensors[0], st.Sensors[1]
@@ -64,5 +64,26 @@ func TestStatus(t *testing.T) {
 	})
 	if st.Broker.ConnectionLost != 1 || st.Broker.Connects != 2 {
 		t.Errorf("after the reconnect: %+v", st.Broker)
+	}
+}
+
+// TestStatusMQTT5Refusals: on MQTT 5 the status names the protocol and
+// counts the readings the broker refused.
+func TestStatusMQTT5Refusals(t *testing.T) {
+	testProtocol = 5
+	defer func() { testProtocol = 4 }()
+	b := testbroker.Start(t, testbroker.Options{DenyPublish: []string{"gatewayd/gw/s0/temperature"}})
+	d := startDaemon(t, baseYAML(b.URL())+sensorsYAML(1, "20ms"))
+	var st metrics.Status
+	testbroker.Eventually(t, 10*time.Second, "refusals in /api/status", func() bool {
+		_, body := scrape(t, d, "/api/status")
+		st = metrics.Status{}
+		return json.Unmarshal([]byte(body), &st) == nil && st.Broker.Refused >= 3
+	})
+	if st.Broker.Protocol != 5 {
+		t.Errorf("protocol %d", st.Broker.Protocol)
+	}
+	if _, page := scrape(t, d, "/"); !strings.Contains(page, "MQTT 5") || !strings.Contains(page, "readings (dropped)") {
+		t.Error("the page does not show the protocol or the refusals")
 	}
 }

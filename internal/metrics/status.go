@@ -35,6 +35,9 @@ type Status struct {
 // BrokerStatus is the MQTT session.
 type BrokerStatus struct {
 	Connected bool `json:"connected"`
+	// Protocol is the MQTT version of the current or last connection: 4
+	// (3.1.1) or 5; 0 before the first connection.
+	Protocol int `json:"protocol"`
 	// URL is the broker connected to, or when disconnected the last one
 	// that was ("" before the first connection).
 	URL string `json:"url"`
@@ -45,6 +48,9 @@ type BrokerStatus struct {
 	Reconnects      uint64    `json:"reconnects"` // connects after the first
 	ConnectionLost  uint64    `json:"connection_lost"`
 	ConnectFailures uint64    `json:"connect_failures"`
+	// Refused counts the readings the broker refused (MQTT 5), which were
+	// dropped.
+	Refused uint64 `json:"refused"`
 	// LastError is why the last connection was lost ("" when none was).
 	LastError string `json:"last_error,omitempty"`
 }
@@ -97,6 +103,17 @@ func (s *Server) apiStatus(w http.ResponseWriter, _ *http.Request) {
 	if err := enc.Encode(s.status.Status()); err != nil {
 		s.log.Debug("writing /api/status", "err", err)
 	}
+}
+
+// CounterSum adds up the children of a counter vector.
+func CounterSum(c prometheus.Collector) float64 {
+	ch := make(chan prometheus.Metric, 16)
+	go func() { c.Collect(ch); close(ch) }()
+	var sum float64
+	for m := range ch {
+		sum += CounterValue(m)
+	}
+	return sum
 }
 
 // CounterValue reads a counter's (or a gauge's) current value.

@@ -25,7 +25,7 @@ func exampleStatus() Status {
 	return Status{
 		Gateway: "box-1", Version: "1.2.3", Time: now, Started: now.Add(-2 * time.Hour), Healthy: true,
 		Broker: BrokerStatus{Connected: false, URL: "tcp://broker.lan:1883", Since: now.Add(-5 * time.Minute),
-			Connects: 3, Reconnects: 2, ConnectionLost: 3, ConnectFailures: 7, LastError: "EOF"},
+			Connects: 3, Reconnects: 2, ConnectionLost: 3, ConnectFailures: 7, LastError: "EOF", Protocol: 5, Refused: 3},
 		Buffer: BufferStatus{Waiting: 1200, Bytes: 150 << 10, OldestAgeSeconds: 301, Dropped: 4, Durable: true},
 		Sensors: []SensorStatus{
 			{Name: "living-room", Type: "simulated", Up: true, Reads: 42, LastReading: &last, AgeSeconds: &age,
@@ -57,7 +57,7 @@ func TestStatusPage(t *testing.T) {
 	}
 	for _, want := range []string{
 		"<h1>gatewayd <span class=\"muted\">box-1</span></h1>",
-		"badge bad\">disconnected", "tcp://broker.lan:1883", "Down since", "(5m 0s)",
+		"badge bad\">disconnected", "tcp://broker.lan:1883 <span class=\"muted\">MQTT 5</span>", "Down since", "3 readings (dropped)", "(5m 0s)",
 		"<dt>Reconnects</dt><dd>2</dd>", "<dt>Failed attempts</dt><dd>7</dd>", "<dd class=\"err\">EOF</dd>",
 		"1200 readings (150.0 KiB)", "5m 1s old", "<span class=\"err\">4</span>", "on disk (durable)",
 		"<strong>living-room</strong> <span class=\"muted\">simulated</span>",
