@@ -35,7 +35,7 @@ func startBroker(kind, dir string, log *slog.Logger) (broker, error) {
 	}
 	switch kind {
 	case "mosquitto":
-		return startMosquitto(dir, log)
+		return startMosquitto(dir, log, false)
 	case "embedded":
 		addr, err := freeAddr()
 		if err != nil {
@@ -86,17 +86,24 @@ type mosquitto struct {
 	stderr                 *bytes.Buffer
 }
 
-func startMosquitto(dir string, log *slog.Logger) (*mosquitto, error) {
+// With persist, it keeps its sessions and queued messages in dir across a
+// restart (SIGTERM: it saves at exit).
+func startMosquitto(dir string, log *slog.Logger, persist bool) (*mosquitto, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return nil, err
 	}
 	_, port, _ := net.SplitHostPort(addr)
 	conf := filepath.Join(dir, "mosquitto.conf")
+	persistence := "persistence false"
+	if persist {
+		persistence = "persistence true\npersistence_location " + dir + "/"
+	}
 	cfg := strings.Join([]string{
 		"listener " + port + " 127.0.0.1",
 		"allow_anonymous true",
-		"persistence false",
+		persistence,
+		"max_connections -1",
 		"user root",
 		"log_dest stderr",
 		"log_type error",

@@ -18,11 +18,12 @@
 //
 // Usage:
 //
-//	gatewayd-bench [flags] [throughput|idle|scale|reconnect|startup|all]...
+//	gatewayd-bench [flags] [throughput|idle|scale|reconnect|startup|all|fleet]...
 //
 // Flags come before the scenario names. -short runs every scenario for a few
 // seconds (CI); it exits non-zero when a part fails, not when a goal is
-// missed (-strict adds that).
+// missed (-strict adds that). "fleet" (many gatewayd processes against one
+// broker that restarts) runs only when named; -short makes it 50 gateways.
 package main
 
 import (
@@ -44,6 +45,9 @@ import (
 // scenarios in the order "all" runs them.
 var allScenarios = []string{"throughput", "idle", "scale", "reconnect", "startup"}
 
+// extraScenarios run only when named.
+var extraScenarios = []string{"fleet"}
+
 type options struct {
 	sensors    int
 	interval   time.Duration
@@ -63,6 +67,10 @@ type options struct {
 	reps       int
 	rounds     int
 	verbose    bool
+
+	fleetN            int
+	fleetRestarts     int
+	fleetReconnectMax time.Duration
 }
 
 func main() {
@@ -94,8 +102,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.reps, "reps", 5, "startup and reconnect: repetitions")
 	fs.IntVar(&o.rounds, "rounds", 3, "throughput and scale: measurements of each publisher, interleaved; figures are medians")
 	fs.BoolVar(&o.verbose, "v", false, "log progress")
+	fs.IntVar(&o.fleetN, "fleet", 200, "fleet: gatewayd processes")
+	fs.IntVar(&o.fleetRestarts, "fleet-restarts", 3, "fleet: broker restarts")
+	fs.DurationVar(&o.fleetReconnectMax, "fleet-reconnect-max", time.Second, "fleet: the gateways' broker.reconnect_max_interval")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: gatewayd-bench [flags] [%s|all]...\n\n", strings.Join(allScenarios, "|"))
+		fmt.Fprintf(stderr, "Usage: gatewayd-bench [flags] [%s|all|%s]...\n\n", strings.Join(allScenarios, "|"), strings.Join(extraScenarios, "|"))
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -111,7 +122,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		switch {
 		case a == "all":
 			which = append(which, allScenarios...)
-		case slices.Contains(allScenarios, a):
+		case slices.Contains(allScenarios, a) || slices.Contains(extraScenarios, a):
 			which = append(which, a)
 		default:
 			fmt.Fprintf(stderr, "gatewayd-bench: unknown scenario %q\n", a)
@@ -122,14 +133,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if len(which) == 0 {
 		which = allScenarios
 	}
-	if !set["disk"] && (len(which) == len(allScenarios) || o.short) {
+	if !set["disk"] && (slices.Equal(which, allScenarios) || o.short) {
 		o.disk = true
 	}
 	if o.short {
 		o.applyShort(set)
 	}
-	if o.qos < 0 || o.qos > 1 || o.sensors < 1 || o.interval < 10*time.Millisecond || o.window < 1 || o.reps < 1 || o.rounds < 1 {
-		fmt.Fprintln(stderr, "gatewayd-bench: need -qos 0 or 1, -sensors >= 1, -interval >= 10ms, -window >= 1, -reps >= 1, -rounds >= 1")
+	if o.qos < 0 || o.qos > 1 || o.sensors < 1 || o.interval < 10*time.Millisecond || o.window < 1 || o.reps < 1 || o.rounds < 1 ||
+		o.fleetN < 1 || o.fleetRestarts < 1 || o.fleetReconnectMax <= 0 {
+		fmt.Fprintln(stderr, "gatewayd-bench: need -qos 0 or 1, -sensors >= 1, -interval >= 10ms, -window >= 1, -reps >= 1, -rounds >= 1, -fleet >= 1, -fleet-restarts >= 1, -fleet-reconnect-max > 0")
 		return 2
 	}
 
@@ -167,6 +179,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			err = b.reconnect()
 		case "startup":
 			err = b.startup()
+		case "fleet":
+			err = b.fleet()
 		}
 		if err != nil {
 			b.fail(sc, err)
@@ -198,6 +212,8 @@ func (o *options) applyShort(set map[string]bool) {
 	def("scale-duration", func() { o.scaleFor = 800 * time.Millisecond })
 	def("reps", func() { o.reps = 2 })
 	def("rounds", func() { o.rounds = 1 })
+	def("fleet", func() { o.fleetN = 50 })
+	def("fleet-restarts", func() { o.fleetRestarts = 1 })
 }
 
 func kernel() string {

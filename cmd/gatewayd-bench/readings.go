@@ -76,6 +76,8 @@ type gwConfig struct {
 	qos      int
 	window   int
 	dir      string // buffer.dir; "" = memory
+	// reconnectMax is broker.reconnect_max_interval (0: the default).
+	reconnectMax time.Duration
 }
 
 // yaml renders the config file: the daemon's defaults except the broker,
@@ -85,6 +87,9 @@ func (c gwConfig) yaml() []byte {
 	var b strings.Builder
 	fmt.Fprintf(&b, "gateway: {id: %s}\nlog: {level: warn}\n", c.run)
 	fmt.Fprintf(&b, "broker:\n  urls: [%q]\n  client_id: bench-%s\n", c.url, c.run)
+	if c.reconnectMax > 0 {
+		fmt.Fprintf(&b, "  reconnect_max_interval: %s\n", c.reconnectMax)
+	}
 	fmt.Fprintf(&b, "publish: {topic: \"%s/{gateway}/{sensor}/{quantity}\", qos: %d}\n", c.root, c.qos)
 	fmt.Fprintf(&b, "buffer: {max_inflight: %d", c.window)
 	if c.dir != "" {

@@ -22,11 +22,12 @@ type tap struct {
 	target string
 	prefix string
 
-	mu     sync.Mutex
-	acks   []time.Time // first reading PUBACK of each connection, in order
-	conns  map[net.Conn]bool
-	closed bool
-	wg     sync.WaitGroup
+	mu       sync.Mutex
+	acks     []time.Time // first reading PUBACK of each connection, in order
+	connacks []time.Time // every CONNACK that went back to the client
+	conns    map[net.Conn]bool
+	closed   bool
+	wg       sync.WaitGroup
 }
 
 func newTap(target, prefix string) (*tap, error) {
@@ -59,6 +60,18 @@ func (t *tap) firstAckAfter(t0 time.Time) (time.Time, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for _, a := range t.acks {
+		if a.After(t0) {
+			return a, true
+		}
+	}
+	return time.Time{}, false
+}
+
+// firstConnackAfter returns the first CONNACK that came after t0.
+func (t *tap) firstConnackAfter(t0 time.Time) (time.Time, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, a := range t.connacks {
 		if a.After(t0) {
 			return a, true
 		}
@@ -166,6 +179,11 @@ func (c *tapConn) pipe(dst io.Writer, src io.Reader, fromBroker bool) {
 					c.mu.Unlock()
 				}
 			}
+		case fromBroker && typ == 2: // CONNACK
+			at := time.Now()
+			c.t.mu.Lock()
+			c.t.connacks = append(c.t.connacks, at)
+			c.t.mu.Unlock()
 		case fromBroker && typ == 4 && len(body) >= 2: // PUBACK
 			at := time.Now()
 			id := binary.BigEndian.Uint16(body)

@@ -17,10 +17,19 @@ import (
 
 // dial opens the network connection to a broker URL (TCP, TLS or
 // WebSocket) before ctx's deadline, for both protocol clients: this is the
-// one place where every connection to a broker is made, and so where a
-// wrapper of the net.Conn (buffering, counting) belongs. The MQTT handshake
-// comes after, on the connection returned.
-func dial(ctx context.Context, u *url.URL, tc *tls.Config) (net.Conn, error) {
+// one place where every connection to a broker is made. The connection
+// comes wrapped in a bufConn (buffered reads, batched writes; a network
+// write that takes longer than writeTimeout fails the connection). The
+// MQTT handshake comes after, on the connection returned.
+func dial(ctx context.Context, u *url.URL, tc *tls.Config, writeTimeout time.Duration) (*bufConn, error) {
+	nc, err := dialRaw(ctx, u, tc)
+	if err != nil {
+		return nil, err
+	}
+	return newBufConn(nc, writeTimeout), nil
+}
+
+func dialRaw(ctx context.Context, u *url.URL, tc *tls.Config) (net.Conn, error) {
 	var d net.Dialer
 	switch u.Scheme {
 	case "tcp", "mqtt":

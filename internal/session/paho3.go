@@ -21,7 +21,16 @@ type client3 struct {
 	c mqtt.Client
 
 	mu sync.Mutex
-	nc net.Conn // the network connection, from dial
+	nc *bufConn // the network connection, from dial
+}
+
+// writeTimeout bounds each network write: a broker that takes no bytes
+// for a keepalive is as dead as one that sends none.
+func writeTimeout(p *connectParams) time.Duration {
+	if p.keepalive > 0 {
+		return max(p.keepalive, p.connectTimeout)
+	}
+	return 30 * time.Second
 }
 
 // pingTimeout is how long a client waits for a PINGRESP. It pings after
@@ -49,13 +58,14 @@ func connect3(ctx context.Context, p *connectParams) (client, connack, error) {
 		SetOrderMatters(true).
 		SetStore(mqtt.NewMemoryStore()).
 		SetCustomOpenConnectionFn(func(u *url.URL, _ mqtt.ClientOptions) (net.Conn, error) {
-			nc, err := dial(ctx, u, p.tls)
-			if err == nil {
-				cl.mu.Lock()
-				cl.nc = nc
-				cl.mu.Unlock()
+			nc, err := dial(ctx, u, p.tls, writeTimeout(p))
+			if err != nil {
+				return nil, err
 			}
-			return nc, err
+			cl.mu.Lock()
+			cl.nc = nc
+			cl.mu.Unlock()
+			return nc, nil
 		}).
 		SetDefaultPublishHandler(func(_ mqtt.Client, m mqtt.Message) {
 			p.onMessage(Message{Topic: m.Topic(), QoS: m.Qos(), Retained: m.Retained(), Duplicate: m.Duplicate(), Payload: m.Payload()})
@@ -154,7 +164,7 @@ func (c *client3) close() {
 	nc := c.nc
 	c.mu.Unlock()
 	if nc != nil {
-		nc.Close() // paho notices, and reports the connection lost
+		nc.abort() // paho notices, and reports the connection lost
 	}
 	go c.c.Disconnect(0)
 }

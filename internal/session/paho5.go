@@ -23,6 +23,7 @@ import (
 type client5 struct {
 	pc    *paho.Client
 	nc    net.Conn
+	raw   *bufConn // under nc
 	state *state5
 	p     *connectParams
 
@@ -42,7 +43,7 @@ const receiveMaximum5 = 100
 var payloadUTF8 = byte(1)
 
 func connect5(ctx context.Context, p *connectParams) (client, connack, error) {
-	raw, err := dial(ctx, p.url, p.tls)
+	raw, err := dial(ctx, p.url, p.tls, writeTimeout(p))
 	if err != nil {
 		return nil, connack{}, err
 	}
@@ -50,7 +51,7 @@ func connect5(ctx context.Context, p *connectParams) (client, connack, error) {
 	// paho.golang writes from several goroutines; a packet is written in
 	// more than one Write, so the connection must be locked per packet.
 	nc := packets.NewThreadSafeConn(ec)
-	c := &client5{nc: nc, p: p, state: newState5()}
+	c := &client5{nc: nc, raw: raw, p: p, state: newState5()}
 	// paho.golang fails the requests in flight before it reports why the
 	// connection ended: the state reports it first, so that the session
 	// logs the cause, not the failed requests.
@@ -322,8 +323,8 @@ func (c *client5) disconnect() {
 	select {
 	case <-done:
 	case <-time.After(time.Second):
-		c.nc.Close()
+		c.raw.abort()
 	}
 }
 
-func (c *client5) close() { c.nc.Close() }
+func (c *client5) close() { c.raw.abort() }

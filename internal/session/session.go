@@ -249,6 +249,9 @@ func (s *Session) Run(ctx context.Context) error {
 			failures = 0
 		}
 		delay := backoff(failures, opts.Broker.ReconnectMaxInterval.D())
+		if failures == 0 {
+			delay = firstRetry(len(opts.urls()), opts.Broker.ReconnectMaxInterval.D())
+		}
 		failures++
 		s.log.Warn("connection lost", "broker", conn.url, "err", conn.Err(), "retry_in", delay.Round(time.Millisecond).String())
 		if !s.sleep(ctx, delay, key) {
@@ -312,16 +315,45 @@ func (s *Session) clientID(o *Options) string {
 	return o.Broker.ClientID
 }
 
-// backoff is the delay before retry number n (0-based): exponential from
-// backoffInitial, capped, with jitter in [d/2, d] so that many gateways
-// restarted together do not hit the broker in step.
+// backoff is the delay before retry number n (0-based) of a connect that
+// failed: exponential from backoffInitial with jitter in [d/2, d], so that a
+// lone gateway retries quickly at first; once the delay reaches maxDelay,
+// anywhere in [0, maxDelay] ("full jitter"), so that a fleet waiting for a
+// broker that stays away does not come back in step.
 func backoff(n int, maxDelay time.Duration) time.Duration {
 	d := backoffInitial
 	for i := 0; i < n && d < maxDelay; i++ {
 		d *= 2
 	}
-	d = min(d, maxDelay)
+	if d >= maxDelay {
+		return rand.N(maxDelay + 1)
+	}
 	return d/2 + rand.N(d/2+1)
+}
+
+// Spreading the first retry after a connection that lasted was lost.
+const (
+	// failoverSpread: with several broker URLs, a lost connection most
+	// likely means one node went away while the others serve: its share
+	// of the fleet fails over within this (a cluster's node loss).
+	failoverSpread = 100 * time.Millisecond
+	// restartSpread: with one URL, the whole fleet lost the one broker
+	// (a restart) and reconnects to it: the first retries are spread
+	// over this (or reconnect_max_interval when smaller), so that a
+	// restarted broker is not stormed. Measured with gatewayd-bench fleet
+	// (docs/FLEET.md).
+	restartSpread = time.Second
+)
+
+// firstRetry is the delay before the first attempt after a connection
+// that lasted was lost, drawn uniformly from [0, spread] (full jitter).
+func firstRetry(urls int, maxDelay time.Duration) time.Duration {
+	spread := restartSpread
+	if urls > 1 {
+		spread = failoverSpread
+	}
+	spread = min(spread, maxDelay)
+	return rand.N(spread + 1)
 }
 
 // sleep waits d, beating the liveness; false when ctx ended. An Update
