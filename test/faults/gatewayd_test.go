@@ -31,8 +31,10 @@ const (
 type gwConfig struct {
 	id          string // gateway.id: gatewayd/<id>/<sensor>/<quantity>
 	url         string
-	maxMessages int    // buffer.max_messages; 0: the default
-	bufferDir   string // buffer.dir; "": in memory
+	maxMessages int      // buffer.max_messages; 0: the default
+	bufferDir   string   // buffer.dir; "": in memory
+	urls        []string // broker.urls, when more than url
+	protocol    int      // broker.protocol; 0: the suite's
 }
 
 // protocol is the MQTT protocol level every case runs gatewayd with:
@@ -47,11 +49,23 @@ var protocol = func() int {
 // writeConfig writes a gatewayd config file into a new temp dir.
 func writeConfig(t *testing.T, c gwConfig) string {
 	t.Helper()
+	urls := c.urls
+	if len(urls) == 0 {
+		urls = []string{c.url}
+	}
+	quoted := make([]string, len(urls))
+	for i, u := range urls {
+		quoted[i] = strconv.Quote(u)
+	}
+	proto := c.protocol
+	if proto == 0 {
+		proto = protocol
+	}
 	var b strings.Builder
 	fmt.Fprintf(&b, `gateway: {id: %s}
 log: {level: info, format: json}
 broker:
-  urls: [%q]
+  urls: [%s]
   keepalive: 2s
   connect_timeout: 2s
   reconnect_max_interval: 1s
@@ -59,7 +73,7 @@ broker:
 embedded_broker: {enabled: false}
 metrics: {listen: "127.0.0.1:0"}
 buffer:
-`, c.id, c.url, protocol)
+`, c.id, strings.Join(quoted, ", "), proto)
 	if c.maxMessages > 0 {
 		fmt.Fprintf(&b, "  max_messages: %d\n", c.maxMessages)
 	}
@@ -86,6 +100,7 @@ type logLine struct {
 	Metrics string    `json:"metrics"`
 	Records int       `json:"records"`
 	Skip    uint64    `json:"skip"`
+	Broker  string    `json:"broker"`
 }
 
 // gatewayd is one gatewayd process, its log parsed as it comes.
