@@ -23,6 +23,8 @@ func TestBackoffBounds(t *testing.T) {
 		{"after a lost connection, one URL", func() time.Duration { return firstRetry(1, 30*time.Second) }, 0, restartSpread, 10, 0.12},
 		{"after a lost connection, one URL, reconnect_max_interval 300ms", func() time.Duration { return firstRetry(1, 300*time.Millisecond) }, 0, 300 * time.Millisecond, 3, 0.36},
 		{"after a lost connection, three URLs: failover", func() time.Duration { return firstRetry(3, 30*time.Second) }, 0, failoverSpread, 0, 0},
+		{"after a failed spread retry", func() time.Duration { return backoff(restartSteps, 30*time.Second) }, restartSpread * 8 / 10, restartSpread * 16 / 10, 0, 0},
+		{"after a failed spread retry, reconnect_max_interval 1s", func() time.Duration { return backoff(restartSteps, time.Second) }, 0, time.Second, 10, 0.12},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			var counts [64]int

@@ -250,7 +250,14 @@ func (s *Session) Run(ctx context.Context) error {
 		}
 		delay := backoff(failures, opts.Broker.ReconnectMaxInterval.D())
 		if failures == 0 {
-			delay = firstRetry(len(opts.urls()), opts.Broker.ReconnectMaxInterval.D())
+			urls := len(opts.urls())
+			delay = firstRetry(urls, opts.Broker.ReconnectMaxInterval.D())
+			if urls == 1 {
+				// Should the spread retry find the broker still away,
+				// the next ones continue at the spread's scale: those
+				// that came early do not all come back together.
+				failures = restartSteps - 1
+			}
 		}
 		failures++
 		s.log.Warn("connection lost", "broker", conn.url, "err", conn.Err(), "retry_in", delay.Round(time.Millisecond).String())
@@ -343,6 +350,9 @@ const (
 	// restarted broker is not stormed. Measured with gatewayd-bench fleet
 	// (docs/FLEET.md).
 	restartSpread = time.Second
+	// restartSteps is the backoff step the retries after a failed spread
+	// one continue from: backoffInitial << 4 = 1.6 s, beyond restartSpread.
+	restartSteps = 4
 )
 
 // firstRetry is the delay before the first attempt after a connection
