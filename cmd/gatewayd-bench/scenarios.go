@@ -363,8 +363,11 @@ func (b *bench) reconnect() error {
 	}
 	gwMax := stat(0, slices.Max[[]time.Duration])
 	b.add(row{scenario: sc, figure: "broker accepts -> first PUBACK, median", unit: "ms", gw: stat(0, median), paho: stat(1, median), py: stat(2, median)})
+	// gatewayd spreads its first retry after a lost connection over up to
+	// a second (one URL), so that a fleet does not storm a restarted broker
+	// (docs/FLEET.md): the goal is that second plus 200 ms.
 	b.goal(row{scenario: sc, figure: "broker accepts -> first PUBACK, worst", unit: "ms", gw: gwMax, paho: stat(1, slices.Max[[]time.Duration]), py: stat(2, slices.Max[[]time.Duration])},
-		!math.IsNaN(gwMax) && gwMax <= 300, "<= 300 ms")
+		!math.IsNaN(gwMax) && gwMax <= 1200, "<= 1200 ms")
 	return joinErrs(errs)
 }
 

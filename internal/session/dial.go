@@ -29,6 +29,15 @@ func dial(ctx context.Context, u *url.URL, tc *tls.Config, writeTimeout time.Dur
 	return newBufConn(nc, writeTimeout), nil
 }
 
+// writeTimeout bounds each network write: a broker that takes no bytes
+// for a keepalive is as dead as one that sends none.
+func writeTimeout(p *connectParams) time.Duration {
+	if p.keepalive > 0 {
+		return max(p.keepalive, p.connectTimeout)
+	}
+	return 30 * time.Second
+}
+
 func dialRaw(ctx context.Context, u *url.URL, tc *tls.Config) (net.Conn, error) {
 	var d net.Dialer
 	switch u.Scheme {

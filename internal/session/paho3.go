@@ -24,15 +24,6 @@ type client3 struct {
 	nc *bufConn // the network connection, from dial
 }
 
-// writeTimeout bounds each network write: a broker that takes no bytes
-// for a keepalive is as dead as one that sends none.
-func writeTimeout(p *connectParams) time.Duration {
-	if p.keepalive > 0 {
-		return max(p.keepalive, p.connectTimeout)
-	}
-	return 30 * time.Second
-}
-
 // pingTimeout is how long a client waits for a PINGRESP. It pings after
 // keepalive of silence; with this timeout a broker that stopped answering
 // is noticed within 1.5 x keepalive.
