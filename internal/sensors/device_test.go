@@ -22,16 +22,16 @@ func TestIIOIndexedChannels(t *testing.T) {
 		err          string
 	}{
 		// in_temp0_raw 1600 with the shared in_temp_scale 7.8125 = 12500 m°C.
-		{"lowest index, shared scale", "max31856", nil, []Reading{{Temperature, 12.5}}, ""},
+		{"lowest index, shared scale", "max31856", nil, []Reading{{Quantity: Temperature, Value: 12.5}}, ""},
 		// in_temp1_raw 384 with its own in_temp1_scale 62.5 = 24000 m°C.
-		{"chosen index, own scale", "max31856", map[string]string{Temperature: "in_temp1"}, []Reading{{Temperature, 24}}, ""},
+		{"chosen index, own scale", "max31856", map[string]string{Temperature: "in_temp1"}, []Reading{{Quantity: Temperature, Value: 24}}, ""},
 		// (14800 + -13657.5) * 20 = 22850 m°C; the object: (15000 - 13657.5) * 20.
-		{"modifier, shared offset and scale", "mlx90614", nil, []Reading{{Temperature, 22.85}}, ""},
-		{"chosen modifier", "mlx90614", map[string]string{Temperature: "in_temp_object"}, []Reading{{Temperature, 26.85}}, ""},
+		{"modifier, shared offset and scale", "mlx90614", nil, []Reading{{Quantity: Temperature, Value: 22.85}}, ""},
+		{"chosen modifier", "mlx90614", map[string]string{Temperature: "in_temp_object"}, []Reading{{Quantity: Temperature, Value: 26.85}}, ""},
 		// in_temp0 before in_temp2 before in_temp10; humidity1 45000 m%;
 		// pressure0 101.3 kPa.
-		{"numeric order", "combo", nil, []Reading{{Temperature, 21}, {Humidity, 45}, {Pressure, 1013}}, ""},
-		{"index 10", "combo", map[string]string{Temperature: "in_temp10"}, []Reading{{Temperature, 19}, {Humidity, 45}, {Pressure, 1013}}, ""},
+		{"numeric order", "combo", nil, []Reading{{Quantity: Temperature, Value: 21}, {Quantity: Humidity, Value: 45}, {Quantity: Pressure, Value: 1013}}, ""},
+		{"index 10", "combo", map[string]string{Temperature: "in_temp10"}, []Reading{{Quantity: Temperature, Value: 19}, {Quantity: Humidity, Value: 45}, {Quantity: Pressure, Value: 1013}}, ""},
 		{"missing channel", "combo", map[string]string{Temperature: "in_temp3"},
 			nil, "has no temperature channel in_temp3; it has in_temp0, in_temp2, in_temp10"},
 		{"missing type", "max31856", map[string]string{Humidity: "in_humidityrelative0"},
@@ -69,7 +69,7 @@ func TestHwmonAttributesUnderDevice(t *testing.T) {
 	root := fixture(t, "hwmon")
 	for _, chip := range []string{"lm75", "hwmon6"} {
 		got, err := readWithin(t, newSource(t, &HwmonConfig{Chip: chip, Sysfs: root}), 5*time.Second)
-		checkRead(t, got, err, []Reading{{Temperature, 23.5}}, "")
+		checkRead(t, got, err, []Reading{{Quantity: Temperature, Value: 23.5}}, "")
 	}
 	_, err := readWithin(t, newSource(t, &HwmonConfig{Chip: "nope", Sysfs: root}), 5*time.Second)
 	checkRead(t, nil, err, nil, "hwmon6 (lm75)")
@@ -131,16 +131,16 @@ func TestI2CAddress(t *testing.T) {
 		want []Reading
 		err  string
 	}{
-		{"iio 0x76", &IIOConfig{Device: "1-0076", Sysfs: root}, []Reading{{Temperature, 21}}, ""},
-		{"iio 0x77", &IIOConfig{Device: "1-0077", Sysfs: root}, []Reading{{Temperature, 25}}, ""},
+		{"iio 0x76", &IIOConfig{Device: "1-0076", Sysfs: root}, []Reading{{Quantity: Temperature, Value: 21}}, ""},
+		{"iio 0x77", &IIOConfig{Device: "1-0077", Sysfs: root}, []Reading{{Quantity: Temperature, Value: 25}}, ""},
 		{"iio by name: two", &IIOConfig{Device: "bme280", Sysfs: root}, nil,
 			`2 iio devices are named "bme280" (iio:device0, iio:device1): name one by its I2C address (bus-address, e.g. 1-0076)`},
 		{"iio absent", &IIOConfig{Device: "1-0078", Sysfs: root}, nil,
 			"no iio device at I2C address 1-0078; found iio:device0 (bme280 at 1-0076), iio:device1 (bme280 at 1-0077)"},
-		{"hwmon 0x45", &HwmonConfig{Chip: "1-0045", Sysfs: root}, []Reading{{Temperature, 30}, {Humidity, 50}}, ""},
-		{"hwmon 0x44", &HwmonConfig{Chip: "1-0044", Sysfs: root}, []Reading{{Temperature, 20}, {Humidity, 50}}, ""},
-		{"old hwmon by address", &HwmonConfig{Chip: "3-0048", Sysfs: root}, []Reading{{Temperature, 18.5}}, ""},
-		{"old hwmon by name", &HwmonConfig{Chip: "lm75", Sysfs: root}, []Reading{{Temperature, 18.5}}, ""},
+		{"hwmon 0x45", &HwmonConfig{Chip: "1-0045", Sysfs: root}, []Reading{{Quantity: Temperature, Value: 30}, {Quantity: Humidity, Value: 50}}, ""},
+		{"hwmon 0x44", &HwmonConfig{Chip: "1-0044", Sysfs: root}, []Reading{{Quantity: Temperature, Value: 20}, {Quantity: Humidity, Value: 50}}, ""},
+		{"old hwmon by address", &HwmonConfig{Chip: "3-0048", Sysfs: root}, []Reading{{Quantity: Temperature, Value: 18.5}}, ""},
+		{"old hwmon by name", &HwmonConfig{Chip: "lm75", Sysfs: root}, []Reading{{Quantity: Temperature, Value: 18.5}}, ""},
 		{"hwmon absent", &HwmonConfig{Chip: "2-0044", Sysfs: root}, nil,
 			"no hwmon chip at I2C address 2-0044; found hwmon1 (sht3x at 1-0044), hwmon2 (sht3x at 1-0045), hwmon3 (lm75 at 3-0048)"},
 	}

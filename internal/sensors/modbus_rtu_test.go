@@ -123,8 +123,8 @@ func TestModbusRTU(t *testing.T) {
 		src  *Modbus
 		want []Reading
 	}{
-		{md02, []Reading{{Temperature, 21.5}, {Humidity, 45.6}}},
-		{renke, []Reading{{Humidity, 65.5}, {Temperature, -10.1}}},
+		{md02, []Reading{{Quantity: Temperature, Value: 21.5}, {Quantity: Humidity, Value: 45.6}}},
+		{renke, []Reading{{Quantity: Humidity, Value: 65.5}, {Quantity: Temperature, Value: -10.1}}},
 	} {
 		wg.Add(1)
 		go func() {
@@ -149,5 +149,5 @@ func TestModbusRTU(t *testing.T) {
 		t.Fatalf("absent unit: %v", err)
 	}
 	got, err := readWithin(t, md02, 5*time.Second)
-	checkRead(t, got, err, []Reading{{Temperature, 21.5}, {Humidity, 45.6}}, "")
+	checkRead(t, got, err, []Reading{{Quantity: Temperature, Value: 21.5}, {Quantity: Humidity, Value: 45.6}}, "")
 }

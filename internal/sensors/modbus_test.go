@@ -265,9 +265,9 @@ func TestModbusTCP(t *testing.T) {
 	}
 	for i := 0; i < 3; i++ {
 		got, err := readWithin(t, a, 5*time.Second)
-		checkRead(t, got, err, []Reading{{Temperature, 21.5}, {Humidity, 45.6}}, "")
+		checkRead(t, got, err, []Reading{{Quantity: Temperature, Value: 21.5}, {Quantity: Humidity, Value: 45.6}}, "")
 		got, err = readWithin(t, b, 5*time.Second)
-		checkRead(t, got, err, []Reading{{Temperature, -3.25}, {"counter", 100000}, {Pressure, 1013}}, "") // in register order
+		checkRead(t, got, err, []Reading{{Quantity: Temperature, Value: -3.25}, {Quantity: "counter", Value: 100000}, {Quantity: Pressure, Value: 1013}}, "") // in register order
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -306,11 +306,11 @@ func TestModbusDeadSlave(t *testing.T) {
 	}
 	h.mu.Unlock()
 	got, err := readWithin(t, live, 5*time.Second)
-	checkRead(t, got, err, []Reading{{Temperature, 21.5}, {Humidity, 45.6}}, "")
+	checkRead(t, got, err, []Reading{{Quantity: Temperature, Value: 21.5}, {Quantity: Humidity, Value: 45.6}}, "")
 
 	h.set(3, func() { h.dead[3] = false })
 	got, err = readWithin(t, dead, 5*time.Second)
-	checkRead(t, got, err, []Reading{{Temperature, 18}, {Humidity, 60}}, "")
+	checkRead(t, got, err, []Reading{{Quantity: Temperature, Value: 18}, {Quantity: Humidity, Value: 60}}, "")
 }
 
 // A Modbus exception is an answer: reported, not retried, and the

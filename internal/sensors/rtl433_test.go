@@ -31,21 +31,21 @@ func TestParseRTL433(t *testing.T) {
 		want               []Reading
 		err                error
 	}{
-		{nexusLine, "Nexus-TH", "181", "2", []Reading{{Temperature, 19}, {Humidity, 71}, {"battery_ok", 0}}, nil},
-		{wh2Line, "Fineoffset-WH2", "209", "", []Reading{{Temperature, 24.6}, {Humidity, 33}}, nil},
+		{nexusLine, "Nexus-TH", "181", "2", []Reading{{Quantity: Temperature, Value: 19}, {Quantity: Humidity, Value: 71}, {Quantity: "battery_ok", Value: 0}}, nil},
+		{wh2Line, "Fineoffset-WH2", "209", "", []Reading{{Quantity: Temperature, Value: 24.6}, {Quantity: Humidity, Value: 33}}, nil},
 		// Acurite: channel as a letter, Fahrenheit only, battery fine.
 		{`{"model":"Acurite-Tower","id":3456,"channel":"A","battery_ok":1,"temperature_F":70.7,"humidity":48}`,
-			"Acurite-Tower", "3456", "a", []Reading{{Temperature, 21.5}, {Humidity, 48}, {"battery_ok", 1}}, nil},
+			"Acurite-Tower", "3456", "a", []Reading{{Quantity: Temperature, Value: 21.5}, {Quantity: Humidity, Value: 48}, {Quantity: "battery_ok", Value: 1}}, nil},
 		// Both units: the Celsius one is taken.
-		{`{"model":"X","temperature_C":-3.5,"temperature_F":25.7}`, "X", "", "", []Reading{{Temperature, -3.5}}, nil},
+		{`{"model":"X","temperature_C":-3.5,"temperature_F":25.7}`, "X", "", "", []Reading{{Quantity: Temperature, Value: -3.5}}, nil},
 		{`{"model":"Bresser-6in1","id":"0x1a2b","pressure_kPa":101.325,"battery_ok":0.3}`,
-			"Bresser-6in1", "6699", "", []Reading{{Pressure, 1013.25}, {"battery_ok", 0}}, nil},
-		{`{"model":"WS","pressure_hPa":1002.5,"pressure_kPa":99}`, "WS", "", "", []Reading{{Pressure, 1002.5}}, nil},
+			"Bresser-6in1", "6699", "", []Reading{{Quantity: Pressure, Value: 1013.25}, {Quantity: "battery_ok", Value: 0}}, nil},
+		{`{"model":"WS","pressure_hPa":1002.5,"pressure_kPa":99}`, "WS", "", "", []Reading{{Quantity: Pressure, Value: 1002.5}}, nil},
 		// A message without any field gatewayd publishes is still a device.
 		{`{"model":"Honeywell-Security","id":"0af3b2","channel":8,"event":128}`, "Honeywell-Security", "0af3b2", "8", nil, nil},
 		// Fields that are not numbers, or not finite, are left out.
 		{`{"model":"Y","humidity":"LL","temperature_C":1e999,"battery_ok":null}`, "Y", "", "", nil, nil},
-		{`  {"model":"Z","humidity":50}  ` + "\r\n", "Z", "", "", []Reading{{Humidity, 50}}, nil},
+		{`  {"model":"Z","humidity":50}  ` + "\r\n", "Z", "", "", []Reading{{Quantity: Humidity, Value: 50}}, nil},
 		{`{"time":"2024-01-01 00:00:00","temperature_C":20}`, "", "", "", nil, errRTLNoModel},
 		{`{"model":17,"temperature_C":20}`, "", "", "", nil, errRTLNoModel},
 		{`garbage`, "", "", "", nil, errRTLNotJSON},
@@ -66,8 +66,8 @@ func TestParseRTL433(t *testing.T) {
 			t.Errorf("%.60s: %+v, %v; want model %q id %q channel %q", tt.line, m, err, tt.model, tt.id, tt.channel)
 			continue
 		}
-		if fmt.Sprint(m.readings) != fmt.Sprint(tt.want) {
-			t.Errorf("%.60s: readings %v, want %v", tt.line, m.readings, tt.want)
+		if readingsString(m.readings) != readingsString(tt.want) {
+			t.Errorf("%.60s: readings %s, want %s", tt.line, readingsString(m.readings), readingsString(tt.want))
 		}
 	}
 }
@@ -103,6 +103,15 @@ func TestRTLKey(t *testing.T) {
 			t.Errorf("rtlKey(%s) = %q, want %q", tt.in, got, tt.want)
 		}
 	}
+}
+
+// readingsString shows readings as "temperature=19 humidity=71".
+func readingsString(rs []Reading) string {
+	var parts []string
+	for _, r := range rs {
+		parts = append(parts, fmt.Sprintf("%s=%v", r.Quantity, r.Value))
+	}
+	return strings.Join(parts, " ")
 }
 
 // fakeRTL433 writes a shell script that plays rtl_433: script is its body.
@@ -182,17 +191,17 @@ exit 3
 		t.Fatalf("Run = %v, want the exit status", err)
 	}
 	ev := nextEvent(t, nexus)
-	if fmt.Sprint(ev.readings) != "[{temperature 19} {humidity 71} {battery_ok 0}]" || ev.at.Before(before) || time.Since(ev.at) > 10*time.Second {
+	if readingsString(ev.readings) != "temperature=19 humidity=71 battery_ok=0" || ev.at.Before(before) || time.Since(ev.at) > 10*time.Second {
 		t.Errorf("nexus: %+v", ev)
 	}
 	// Temperature and humidity in separate messages: two transmissions.
-	if ev := nextEvent(t, acurite); fmt.Sprint(ev.readings) != "[{temperature 21.5}]" {
+	if ev := nextEvent(t, acurite); readingsString(ev.readings) != "temperature=21.5" {
 		t.Errorf("acurite 1: %+v", ev)
 	}
-	if ev := nextEvent(t, acurite); fmt.Sprint(ev.readings) != "[{humidity 48}]" {
+	if ev := nextEvent(t, acurite); readingsString(ev.readings) != "humidity=48" {
 		t.Errorf("acurite 2: %+v", ev)
 	}
-	if ev := nextEvent(t, anyWH2); fmt.Sprint(ev.readings) != "[{temperature 24.6} {humidity 33}]" {
+	if ev := nextEvent(t, anyWH2); readingsString(ev.readings) != "temperature=24.6 humidity=33" {
 		t.Errorf("wh2: %+v", ev)
 	}
 	for _, s := range []*rtlSubscriber{nexus, nexusOther, acurite, anyWH2} {
@@ -346,8 +355,8 @@ func TestRTLReceiverReplay(t *testing.T) {
 		file, model, id, channel string
 		want                     string
 	}{
-		{"nexus_th.cu8", "Nexus-TH", "181", "2", "[{temperature 19} {humidity 71} {battery_ok 0}]"},
-		{"fineoffset_wh2.cu8", "Fineoffset-WH2", "209", "", "[{temperature 24.6} {humidity 33}]"},
+		{"nexus_th.cu8", "Nexus-TH", "181", "2", "temperature=19 humidity=71 battery_ok=0"},
+		{"fineoffset_wh2.cu8", "Fineoffset-WH2", "209", "", "temperature=24.6 humidity=33"},
 	} {
 		t.Run(tt.file, func(t *testing.T) {
 			file, err := filepath.Abs(filepath.Join("testdata/rtl433", tt.file))
@@ -361,8 +370,8 @@ func TestRTLReceiverReplay(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), "status 0") {
 				t.Fatalf("Run = %v", err)
 			}
-			if ev := nextEvent(t, s); fmt.Sprint(ev.readings) != tt.want {
-				t.Errorf("readings %v, want %s", ev.readings, tt.want)
+			if ev := nextEvent(t, s); readingsString(ev.readings) != tt.want {
+				t.Errorf("readings %s, want %s", readingsString(ev.readings), tt.want)
 			}
 			if n := r.skipped.Load(); n != 0 {
 				t.Errorf("%d lines skipped", n)
