@@ -33,9 +33,12 @@ for dropin in "$here"/gatewayd.service.d/*.conf; do
   fi
   # A misspelt key is only a warning above, and a drop-in that is not read
   # at all is silent: check that systemd sees what the drop-in sets.
-  if ! SYSTEMD_UNIT_PATH="$tmp/unit:" systemd-analyze security --offline=true "$tmp/unit/gatewayd.service" 2>&1 | grep -q "✗ PrivateDevices="; then
+  # (To a file first: with pipefail, grep -q closing the pipe early would
+  # fail the pipeline.)
+  SYSTEMD_UNIT_PATH="$tmp/unit:" systemd-analyze security --offline=true "$tmp/unit/gatewayd.service" >"$tmp/dropin.out" 2>&1 || true
+  if ! grep -q "✗ PrivateDevices=" "$tmp/dropin.out"; then
     echo "FAIL $name: systemd does not apply it (PrivateDevices= still set)"
-    SYSTEMD_UNIT_PATH="$tmp/unit:" systemd-analyze security --offline=true "$tmp/unit/gatewayd.service" 2>&1 | grep -i privatedevices || true
+    grep -i privatedevices "$tmp/dropin.out" || true
     exit 1
   fi
   echo "PASS systemd-analyze verify with $name (no warnings, applied)"
