@@ -28,6 +28,9 @@ type rtlReceiver struct {
 	subs  map[*rtlSubscriber]struct{}
 	heard map[string]bool // unmatched devices already logged
 
+	tailMu sync.Mutex
+	tail   []string // the last lines of the child's stderr, for the exit error
+
 	skipped  atomic.Uint64 // lines that were not device messages
 	dropped  atomic.Uint64 // messages a slow subscriber had no room for
 	received atomic.Uint64 // device messages
@@ -97,6 +100,9 @@ func (r *rtlReceiver) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	r.tailMu.Lock()
+	r.tail = r.tail[:0]
+	r.tailMu.Unlock()
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("starting %s: %w", r.command[0], err)
 	}
@@ -142,11 +148,11 @@ func (r *rtlReceiver) Run(ctx context.Context) error {
 	}
 	switch {
 	case readErr != nil:
-		return fmt.Errorf("reading rtl_433's output: %w", readErr)
+		return fmt.Errorf("reading rtl_433's output: %w%s", readErr, r.stderrTail())
 	case waitErr != nil:
-		return fmt.Errorf("rtl_433 exited: %w", waitErr)
+		return fmt.Errorf("rtl_433 exited: %w%s", waitErr, r.stderrTail())
 	}
-	return errors.New("rtl_433 exited with status 0")
+	return fmt.Errorf("rtl_433 exited with status 0%s", r.stderrTail())
 }
 
 // readLines reads JSON lines until the end of the output.
@@ -260,6 +266,7 @@ func (r *rtlReceiver) logStderr(stderr io.Reader) {
 	sc.Buffer(make([]byte, 4096), 64<<10)
 	tokens, last, suppressed := rtlStderrBurst, time.Now(), 0
 	for sc.Scan() {
+		r.keepTail(sc.Text())
 		now := time.Now()
 		if refill := int(now.Sub(last) / rtlStderrEvery); refill > 0 {
 			tokens, last = min(rtlStderrBurst, tokens+refill), now
@@ -276,4 +283,29 @@ func (r *rtlReceiver) logStderr(stderr io.Reader) {
 		r.log.Debug("rtl_433", "stderr", quoteShort(strings.ToValidUTF8(sc.Text(), "?")))
 	}
 	io.Copy(io.Discard, stderr) // a line longer than 64 KiB stops the scanner
+}
+
+// rtlTailLines is how many of the last stderr lines an exit error shows:
+// rtl_433 says why it stops there ("No supported devices found.",
+// "usb_claim_interface error -6").
+const rtlTailLines = 3
+
+func (r *rtlReceiver) keepTail(line string) {
+	line = strings.TrimSpace(line)
+	if line == "" {
+		return
+	}
+	r.tailMu.Lock()
+	defer r.tailMu.Unlock()
+	if len(r.tail) == rtlTailLines {
+		r.tail = append(r.tail[:0], r.tail[1:]...)
+	}
+	r.tail = append(r.tail, line)
+}
+
+// stderrTail formats the kept stderr lines for an error, as exec does.
+func (r *rtlReceiver) stderrTail() string {
+	r.tailMu.Lock()
+	defer r.tailMu.Unlock()
+	return stderrTail([]byte(strings.Join(r.tail, "\n")))
 }

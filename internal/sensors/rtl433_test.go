@@ -187,8 +187,8 @@ exit 3
 
 	before := time.Now()
 	err := r.Run(context.Background())
-	if err == nil || !strings.Contains(err.Error(), "exit status 3") {
-		t.Fatalf("Run = %v, want the exit status", err)
+	if err == nil || !strings.Contains(err.Error(), "exit status 3 (stderr: rtl_433 version 22.11 (fake))") {
+		t.Fatalf("Run = %v, want the exit status and the stderr", err)
 	}
 	ev := nextEvent(t, nexus)
 	if readingsString(ev.readings) != "temperature=19 humidity=71 battery_ok=0" || ev.at.Before(before) || time.Since(ev.at) > 10*time.Second {
