@@ -110,7 +110,9 @@ func newLogger(c config.Log, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
-// readOnce is -once: read every sensor, print, exit 1 if any failed.
+// readOnce is -once: read every sensor (wait for a push sensor's first
+// transmission, up to gateway.OnceWait), print, exit 1 if any failed or was
+// not heard.
 func readOnce(cfg *config.Config, logger *slog.Logger, stdout io.Writer) int {
 	m := metrics.New(version)
 	q := spool.NewMemory(cfg.Buffer.MaxMessages, int64(cfg.Buffer.MaxBytes), 1)
@@ -119,7 +121,7 @@ func readOnce(cfg *config.Config, logger *slog.Logger, stdout io.Writer) int {
 		logger.Error("cannot set up the sensors", "err", err)
 		return exitRuntime
 	}
-	if err := p.ReadOnce(context.Background(), stdout); err != nil {
+	if err := p.ReadOnce(context.Background(), stdout, gateway.OnceWait); err != nil {
 		for _, line := range strings.Split(err.Error(), "\n") {
 			logger.Error("gatewayd -once", "err", line)
 		}
@@ -154,7 +156,14 @@ func printSummary(w io.Writer, c *config.Config) {
 	row("buffer", "%s, at most %d readings / %s, %d in flight", where, c.Buffer.MaxMessages, c.Buffer.MaxBytes, c.Buffer.MaxInflight)
 	row("sensors", "%d", len(c.Sensors))
 	for _, s := range c.Sensors {
-		fmt.Fprintf(w, "    - %s (%s, every %s, timeout %s)\n", s.Name, s.Type, s.Interval, s.Timeout)
+		switch {
+		case !s.Push():
+			fmt.Fprintf(w, "    - %s (%s, every %s, timeout %s)\n", s.Name, s.Type, s.Interval, s.Timeout)
+		case s.Interval > 0:
+			fmt.Fprintf(w, "    - %s (%s, pushed, at most every %s, stale after %s)\n", s.Name, s.Type, s.Interval, s.StaleAfter)
+		default:
+			fmt.Fprintf(w, "    - %s (%s, pushed, every transmission, stale after %s)\n", s.Name, s.Type, s.StaleAfter)
+		}
 	}
 	row("subscriptions", "%d", len(c.Subscriptions))
 	for _, s := range c.Subscriptions {
