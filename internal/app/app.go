@@ -90,6 +90,8 @@ func New(cfg *config.Config, log *slog.Logger, version string) (_ *App, err erro
 		URLs:          urls,
 		Subscriptions: cfg.Subscriptions,
 		OnMessage:     msgs.Handle,
+		GatewayID:     cfg.Gateway.ID,
+		StateDir:      cfg.Buffer.Dir,
 	}, log.With("component", "session"), m, a.Liveness)
 	if err != nil {
 		return nil, err
