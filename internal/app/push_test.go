@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -71,7 +72,11 @@ func listeningTo(devices ...string) func() bool {
 	}
 }
 
+// radioStarts counts the runs of the radio: a reload must not restart it.
+var radioStarts atomic.Int32
+
 func (r *radio) Run(ctx context.Context) error {
+	radioStarts.Add(1)
 	for {
 		select {
 		case <-ctx.Done():

@@ -37,12 +37,12 @@ func (p *Poller) ReadOnce(ctx context.Context, w io.Writer, pushWait time.Durati
 			in := *s.in
 			in.sink = q.add
 			s.in = &in
-			s.ctx, s.cancel = context.WithCancel(ctx)
-			defer s.cancel()
 			if s.push != nil {
+				s.ctx, s.cancel = context.WithCancel(ctx)
+				defer s.cancel()
 				errs[i] = p.hearOnce(s, pushWait)
 			} else {
-				p.read(s.ctx, s)
+				p.read(ctx, s)
 				if s.failures > 0 {
 					errs[i] = fmt.Errorf("sensor %q: read failed (see the log above)", s.cfg.Name)
 				}

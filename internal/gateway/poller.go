@@ -62,8 +62,8 @@ func NewPoller(cfg *config.Config, q spool.Queue, m *metrics.Metrics, log *slog.
 		seqs: &seqBook{m: q.Seqs()},
 		log:  log,
 	}
-	for _, c := range cfg.Sensors {
-		s, err := p.build(c)
+	for i := range cfg.Sensors {
+		s, err := p.build(&cfg.Sensors[i])
 		if err != nil {
 			return nil, err
 		}
@@ -72,8 +72,9 @@ func NewPoller(cfg *config.Config, q spool.Queue, m *metrics.Metrics, log *slog.
 	return p, nil
 }
 
-// build builds one sensor's source; it starts nothing.
-func (p *Poller) build(c config.Sensor) (*sensor, error) {
+// build builds one sensor's source; it starts nothing. c stays the
+// sensor's config (the config is not changed once parsed).
+func (p *Poller) build(c *config.Sensor) (*sensor, error) {
 	src, err := c.Source.New(sensors.Env{Name: c.Name, Log: p.log.With("sensor", c.Name), Receivers: p.receivers})
 	if err != nil {
 		return nil, fmt.Errorf("sensor %q (type %s): %w", c.Name, c.Type, err)
@@ -84,9 +85,6 @@ func (p *Poller) build(c config.Sensor) (*sensor, error) {
 		return nil, fmt.Errorf("sensor %q: type %s: its config and its source disagree on whether it pushes", c.Name, c.Type)
 	}
 	_, s.instant = src.(sensors.Instant)
-	if s.push != nil {
-		s.stats.SetStaleAfter(c.StaleAfter.D())
-	}
 	return s, nil
 }
 
@@ -135,13 +133,13 @@ func (p *Poller) Run(ctx context.Context) error {
 		for len(*sched) > 0 && !(*sched)[0].next.After(now) {
 			s := (*sched)[0]
 			if s.instant {
-				p.read(s.ctx, s)
+				p.read(ctx, s)
 			} else if s.busy.CompareAndSwap(false, true) {
 				s.work.Add(1)
 				go func() {
 					defer s.work.Done()
 					defer s.busy.Store(false)
-					p.read(s.ctx, s)
+					p.read(ctx, s)
 				}()
 			} else {
 				p.log.Debug("previous read still running; skipping this one", "sensor", s.cfg.Name)
@@ -177,12 +175,24 @@ func (p *Poller) read(ctx context.Context, s *sensor) {
 		timedOut bool
 	)
 	if s.instant {
-		readings, err = s.src.Read(ctx)
+		readings, err = s.src.Read(ctx) // never blocks: stop cannot come meanwhile
 	} else {
 		rctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout.D())
+		s.mu.Lock()
+		s.cancelRead = cancel
+		if s.stopped {
+			cancel()
+		}
+		s.mu.Unlock()
 		readings, err = s.src.Read(rctx)
 		timedOut = rctx.Err() != nil
+		s.mu.Lock()
+		s.cancelRead = nil
+		s.mu.Unlock()
 		cancel()
+		if s.isStopped() {
+			return // removed by a reload meanwhile
+		}
 	}
 	if ctx.Err() != nil {
 		return // stopping: neither a reading nor a failure
@@ -236,89 +246,109 @@ func (p *Poller) runPush(s *sensor) {
 	}
 }
 
-// Apply changes the running sensors to those of cfg (a reload). A sensor
-// whose config is unchanged keeps running untouched; one removed stops;
-// one added or changed starts at once, its seq continuing from the last
-// one of its name. Every new source is built before anything changes, so a
-// failure changes nothing. Receivers shared by push sensors keep running
-// across it. It works while Run runs.
-func (p *Poller) Apply(ctx context.Context, cfg *config.Config) (Changes, error) {
+// Plan builds what Apply needs to change the running sensors to those of
+// cfg (a reload): the source of every sensor added or changed. Nothing
+// changes yet, so a failure changes nothing; a plan not applied is
+// discarded with Discard. Plan and Apply are not for concurrent use.
+func (p *Poller) Plan(cfg *config.Config) (*Plan, error) {
 	p.mu.Lock()
 	old := p.sensors
 	p.mu.Unlock()
+	pl := &Plan{p: p, kept: map[*sensor]bool{}, named: map[string]bool{}, running: map[string]bool{}}
+	for _, s := range old {
+		pl.running[s.cfg.Name] = true
+	}
 	byName := make(map[string]*sensor, len(old))
 	for _, s := range old {
 		byName[s.cfg.Name] = s
 	}
-	var ch Changes
-	next := make([]*sensor, 0, len(cfg.Sensors))
-	kept := map[*sensor]bool{}
-	var started []*sensor
-	for _, c := range cfg.Sensors {
-		if s, ok := byName[c.Name]; ok && reflect.DeepEqual(s.cfg, c) {
-			next = append(next, s)
-			kept[s] = true
+	for i := range cfg.Sensors {
+		c := &cfg.Sensors[i]
+		pl.named[c.Name] = true
+		if s, ok := byName[c.Name]; ok && reflect.DeepEqual(*s.cfg, *c) {
+			pl.next = append(pl.next, s)
+			pl.kept[s] = true
 			continue
 		}
 		s, err := p.build(c)
 		if err != nil {
-			for _, b := range append(started, s) {
-				if b != nil && byName[b.cfg.Name] == nil {
-					p.m.Sensors.Remove(b.cfg.Name)
-				}
-			}
-			return Changes{}, err
+			pl.Discard()
+			return nil, err
 		}
-		next = append(next, s)
-		started = append(started, s)
+		pl.next = append(pl.next, s)
+		pl.started = append(pl.started, s)
 		if byName[c.Name] != nil {
-			ch.Changed = append(ch.Changed, c.Name)
+			pl.Changes.Changed = append(pl.Changes.Changed, c.Name)
 		} else {
-			ch.Added = append(ch.Added, c.Name)
+			pl.Changes.Added = append(pl.Changes.Added, c.Name)
 		}
-	}
-	var stopped []*sensor
-	named := map[string]bool{}
-	for _, c := range cfg.Sensors {
-		named[c.Name] = true
 	}
 	for _, s := range old {
-		if !kept[s] {
-			stopped = append(stopped, s)
-			if !named[s.cfg.Name] {
-				ch.Removed = append(ch.Removed, s.cfg.Name)
+		if !pl.kept[s] {
+			pl.stopped = append(pl.stopped, s)
+			if !pl.named[s.cfg.Name] {
+				pl.Changes.Removed = append(pl.Changes.Removed, s.cfg.Name)
 			}
 		}
 	}
-	if len(started) == 0 && len(stopped) == 0 {
-		return ch, nil
+	return pl, nil
+}
+
+// Plan is a change of the running sensors, built by Poller.Plan.
+type Plan struct {
+	Changes Changes
+
+	p                *Poller
+	next             []*sensor // the sensors after it, in the config's order
+	started, stopped []*sensor
+	kept             map[*sensor]bool
+	named, running   map[string]bool // names after it, and before
+}
+
+// Discard drops a plan that will not be applied: the metrics of the
+// sensors it would have added.
+func (pl *Plan) Discard() {
+	for _, s := range pl.started {
+		if !pl.running[s.cfg.Name] {
+			pl.p.m.Sensors.Remove(s.cfg.Name)
+		}
+	}
+}
+
+// Apply applies the plan while Run runs. A sensor whose config is unchanged
+// keeps running untouched; one removed stops; one added or changed starts at
+// once, its seq continuing from the last one of its name. Receivers shared
+// by push sensors keep running across it.
+func (p *Poller) Apply(ctx context.Context, pl *Plan) error {
+	if len(pl.started) == 0 && len(pl.stopped) == 0 {
+		return nil
 	}
 	release := p.receivers.Hold()
 	defer release()
 	if err := p.onLoop(ctx, func(sc *scheduler) {
-		for _, s := range stopped {
+		for _, s := range pl.stopped {
 			sc.stop(s)
 		}
 	}); err != nil {
-		return Changes{}, err
+		pl.Discard()
+		return err
 	}
 	// Outside the loop, so that a slow source stalls no other sensor.
-	for _, s := range stopped {
+	for _, s := range pl.stopped {
 		s.work.Wait()
 		s.saveSeqs()
-		if !named[s.cfg.Name] {
+		if !pl.named[s.cfg.Name] {
 			p.m.Sensors.Remove(s.cfg.Name)
 		}
 	}
 	p.mu.Lock()
-	p.sensors = next
+	p.sensors = pl.next
 	p.mu.Unlock()
-	err := p.onLoop(ctx, func(sc *scheduler) {
-		for _, s := range started {
+	return p.onLoop(ctx, func(sc *scheduler) {
+		for _, s := range pl.started {
 			sc.start(s)
 		}
 	})
-	return ch, err
 }
 
 // Changes are the sensors a reload added, removed and changed, by name.
@@ -351,9 +381,10 @@ type scheduler struct {
 
 // start starts s: its first read now, or its push runner.
 func (sc *scheduler) start(s *sensor) {
-	s.ctx, s.cancel = context.WithCancel(sc.ctx)
 	s.started = sc.p.now()
 	if s.push != nil {
+		s.ctx, s.cancel = context.WithCancel(sc.ctx)
+		s.stats.SetStaleAfter(s.cfg.StaleAfter.D())
 		sc.push[s] = true
 		s.work.Add(1)
 		go sc.p.runPush(s)
@@ -366,7 +397,7 @@ func (sc *scheduler) start(s *sensor) {
 // stop stops s; a read in flight ends soon (its context is cancelled), and
 // what it read is dropped.
 func (sc *scheduler) stop(s *sensor) {
-	s.cancel()
+	s.stop()
 	if s.push != nil {
 		delete(sc.push, s)
 		return

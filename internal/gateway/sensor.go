@@ -28,7 +28,7 @@ type ingest struct {
 // ingest state is touched by one goroutine at a time: the read in progress
 // (busy) of a pulled sensor, the Run goroutine of a pushed one.
 type sensor struct {
-	cfg    config.Sensor // resolved: cfg.Publish is where its readings go
+	cfg    *config.Sensor // resolved: cfg.Publish is where its readings go
 	src    sensors.Source
 	push   sensors.Pusher // nil for a sensor read on its interval
 	in     *ingest
@@ -40,18 +40,45 @@ type sensor struct {
 	instant  bool         // read inline: sensors.Instant
 	scratch  spool.Record // the record being built; reads never overlap
 
-	// Set when the poller starts the sensor; cancel stops it.
-	ctx     context.Context
-	cancel  context.CancelFunc
-	work    sync.WaitGroup // the read in flight, or the push runner
-	busy    atomic.Bool
-	started time.Time
+	// Set when the poller starts the sensor. A pulled sensor has no context
+	// of its own (at 10,000 sensors they weigh): stopping it cancels the
+	// read in flight, if any, and drops what it read.
+	ctx        context.Context // push sensors: their Run's
+	cancel     context.CancelFunc
+	work       sync.WaitGroup // the read in flight, or the push runner
+	busy       atomic.Bool
+	started    time.Time
+	mu         sync.Mutex
+	stopped    bool
+	cancelRead context.CancelFunc // of the read in flight
 
 	// The scheduler's own.
 	next  time.Time
 	phase time.Duration // added once after the first read, to spread reads
 	index int           // position in the scheduler's heap
 	quiet bool          // push: logged as not heard within stale_after
+}
+
+// stop stops the sensor: a push sensor's Run, a pulled sensor's read in
+// flight (what it read is dropped).
+func (s *sensor) stop() {
+	s.mu.Lock()
+	s.stopped = true
+	cancel := s.cancelRead
+	s.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+	if s.cancel != nil {
+		s.cancel()
+	}
+}
+
+// isStopped reports whether stop was called.
+func (s *sensor) isStopped() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stopped
 }
 
 // readings takes what one read returned or one transmission brought, at t
