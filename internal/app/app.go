@@ -8,11 +8,13 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/gatewayd/gatewayd/internal/broker"
 	"github.com/gatewayd/gatewayd/internal/config"
 	"github.com/gatewayd/gatewayd/internal/gateway"
+	"github.com/gatewayd/gatewayd/internal/logging"
 	"github.com/gatewayd/gatewayd/internal/metrics"
 	"github.com/gatewayd/gatewayd/internal/session"
 	"github.com/gatewayd/gatewayd/internal/spool"
@@ -35,10 +37,16 @@ type App struct {
 	Poller    *gateway.Poller
 	Publisher *gateway.Publisher
 
-	cfg    *config.Config
-	log    *slog.Logger
-	http   *metrics.Server
-	broker *broker.Broker
+	// Logs, when set, is the log switch that a reload sets to the new
+	// log.level and log.format.
+	Logs *logging.Switch
+
+	cfg      *config.Config // as running: Reload replaces it
+	log      *slog.Logger
+	http     *metrics.Server
+	broker   *broker.Broker
+	msgs     *gateway.MessageLogger
+	reloadMu sync.Mutex
 }
 
 // New builds every component and opens every listener, so that a taken
@@ -65,35 +73,15 @@ func New(cfg *config.Config, log *slog.Logger, version string) (_ *App, err erro
 	}
 	m.WatchBuffer(a.Queue)
 
-	var urls []string
 	if cfg.EmbeddedBroker.Enabled {
 		if a.broker, err = broker.Start(cfg.EmbeddedBroker.Listen, log.With("component", "broker")); err != nil {
 			return nil, err
 		}
 		log.Info("embedded broker listening", "addr", a.broker.Addr())
-		if cfg.Broker.UseEmbedded {
-			urls = []string{"tcp://" + a.broker.Addr()}
-		}
 	}
 
-	b := cfg.Broker
-	if b.PasswordFile != "" {
-		// The session is to call ReadPassword at each connect; until it
-		// does, the file is read here, at start.
-		if b.Password, err = b.ReadPassword(); err != nil {
-			return nil, err
-		}
-	}
-	msgs := gateway.NewMessageLogger(cfg.Subscriptions, m, log.With("component", "subscriptions"))
-	a.Session, err = session.New(session.Options{
-		Broker:        b,
-		URLs:          urls,
-		Subscriptions: cfg.Subscriptions,
-		OnMessage:     msgs.Handle,
-		GatewayID:     cfg.Gateway.ID,
-		StateDir:      cfg.Buffer.Dir,
-	}, log.With("component", "session"), m, a.Liveness)
-	if err != nil {
+	a.msgs = gateway.NewMessageLogger(cfg.Subscriptions, m, log.With("component", "subscriptions"))
+	if a.Session, err = session.New(a.sessionOptions(cfg), log.With("component", "session"), m, a.Liveness); err != nil {
 		return nil, err
 	}
 	if a.Poller, err = gateway.NewPoller(cfg, a.Queue, m, log.With("component", "sensors"), a.Liveness); err != nil {
@@ -105,7 +93,33 @@ func New(cfg *config.Config, log *slog.Logger, version string) (_ *App, err erro
 	if err := a.http.Listen(cfg.Metrics.Listen); err != nil {
 		return nil, fmt.Errorf("metrics.listen: %w", err)
 	}
+	m.ConfigReloadOK.Set(1)
+	m.ConfigReloadTime.Set(float64(time.Now().UnixNano()) / 1e9)
 	return a, nil
+}
+
+// sessionOptions are the session's settings from cfg, at start and at a
+// reload.
+func (a *App) sessionOptions(cfg *config.Config) session.Options {
+	o := session.Options{
+		Broker:        cfg.Broker,
+		Subscriptions: cfg.Subscriptions,
+		OnMessage:     a.msgs.Handle,
+		GatewayID:     cfg.Gateway.ID,
+		StateDir:      cfg.Buffer.Dir,
+	}
+	if cfg.Broker.UseEmbedded && a.broker != nil {
+		o.URLs = []string{"tcp://" + a.broker.Addr()} // its real port, which may have been 0
+	}
+	return o
+}
+
+// Config is the config the daemon runs on: the one it started with, or the
+// last one reloaded (with the keys that need a restart as they run).
+func (a *App) Config() *config.Config {
+	a.reloadMu.Lock()
+	defer a.reloadMu.Unlock()
+	return a.cfg
 }
 
 // HTTPAddr is the address /metrics is served on.
@@ -144,7 +158,8 @@ func (a *App) Run(ctx context.Context, onStopping func()) error {
 	stopPublisher := start("publisher", a.Publisher.Run)
 	stopPoller := start("poller", a.Poller.Run)
 
-	a.log.Info("gatewayd started", "gateway", a.cfg.Gateway.ID, "sensors", len(a.cfg.Sensors),
+	cfg := a.Config()
+	a.log.Info("gatewayd started", "gateway", cfg.Gateway.ID, "sensors", len(cfg.Sensors),
 		"metrics", "http://"+a.http.Addr()+"/metrics", "buffer_durable", a.Queue.Durable())
 	var runErr error
 	select {

@@ -81,6 +81,7 @@ type Server struct {
 	ln        net.Listener
 	srv       *http.Server
 	scrapes   chan struct{} // bounds concurrent scrapes
+	serving   serving       // the listeners served (rebind.go)
 }
 
 // NewServer prepares the HTTP server; connected tells /readyz whether the
@@ -116,12 +117,11 @@ func (s *Server) Listen(addr string) error {
 }
 
 // Addr is the address listened on (useful with port 0).
-func (s *Server) Addr() string { return s.ln.Addr().String() }
+func (s *Server) Addr() string { return s.listener().Addr().String() }
 
 // Run serves until ctx ends, then shuts down within a second.
 func (s *Server) Run(ctx context.Context) error {
-	errc := make(chan error, 1)
-	go func() { errc <- s.srv.Serve(s.ln) }()
+	errc := s.serving.start(s.listener(), s.serve)
 	select {
 	case err := <-errc:
 		return fmt.Errorf("metrics server: %w", err)
