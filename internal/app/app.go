@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gatewayd/gatewayd/internal/broker"
@@ -41,19 +42,25 @@ type App struct {
 	// log.level and log.format.
 	Logs *logging.Switch
 
-	cfg      *config.Config // as running: Reload replaces it
+	cfg      atomic.Pointer[config.Config] // as running: Reload replaces it (Config)
 	log      *slog.Logger
 	http     *metrics.Server
 	broker   *broker.Broker
 	msgs     *gateway.MessageLogger
 	reloadMu sync.Mutex
+
+	version   string
+	started   time.Time
+	connWatch connWatch // for Status
 }
 
 // New builds every component and opens every listener, so that a taken
 // port or a locked buffer is reported before the daemon says it is ready.
 // On error, whatever was opened is closed again.
 func New(cfg *config.Config, log *slog.Logger, version string) (_ *App, err error) {
-	a := &App{cfg: cfg, log: log, Metrics: metrics.New(version), Liveness: metrics.NewLiveness(staleLoop)}
+	a := &App{log: log, Metrics: metrics.New(version), Liveness: metrics.NewLiveness(staleLoop),
+		version: version, started: time.Now()}
+	a.cfg.Store(cfg)
 	defer func() {
 		if err != nil {
 			a.close()
@@ -73,11 +80,17 @@ func New(cfg *config.Config, log *slog.Logger, version string) (_ *App, err erro
 	}
 	m.WatchBuffer(a.Queue)
 
-	if cfg.EmbeddedBroker.Enabled {
-		if a.broker, err = broker.Start(cfg.EmbeddedBroker.Listen, log.With("component", "broker")); err != nil {
+	if e := cfg.EmbeddedBroker; e.Enabled {
+		pw, err := e.ReadPassword()
+		if err != nil {
 			return nil, err
 		}
-		log.Info("embedded broker listening", "addr", a.broker.Addr())
+		a.broker, err = broker.StartWith(broker.Options{Listen: e.Listen, Username: e.Username, Password: pw.Reveal()},
+			log.With("component", "broker"))
+		if err != nil {
+			return nil, err
+		}
+		log.Info("embedded broker listening", "addr", a.broker.Addr(), "auth", e.Username != "")
 	}
 
 	a.msgs = gateway.NewMessageLogger(cfg.Subscriptions, m, log.With("component", "subscriptions"))
@@ -90,6 +103,12 @@ func New(cfg *config.Config, log *slog.Logger, version string) (_ *App, err erro
 	a.Publisher = gateway.NewPublisher(a.Queue, a.Session, cfg.Buffer.MaxInflight, cfg.Broker.Keepalive.D(),
 		m, log.With("component", "publisher"), a.Liveness)
 	a.http = metrics.NewServer(m, a.Liveness, a.Session.Connected, version, log.With("component", "http"))
+	a.http.SetStatus(a)
+	if f := cfg.Metrics.WebConfigFile; f != "" {
+		if err := a.http.SetWebConfig(f); err != nil {
+			return nil, fmt.Errorf("metrics.web_config_file: %w", err)
+		}
+	}
 	if err := a.http.Listen(cfg.Metrics.Listen); err != nil {
 		return nil, fmt.Errorf("metrics.listen: %w", err)
 	}
@@ -99,28 +118,35 @@ func New(cfg *config.Config, log *slog.Logger, version string) (_ *App, err erro
 }
 
 // sessionOptions are the session's settings from cfg, at start and at a
-// reload.
+// reload: one place, so that a new broker key is wired once.
 func (a *App) sessionOptions(cfg *config.Config) session.Options {
-	o := session.Options{
-		Broker:        cfg.Broker,
+	b := cfg.Broker // password_file and TLS files are read at each connect
+	var urls []string
+	if e := cfg.EmbeddedBroker; cfg.Broker.UseEmbedded && a.broker != nil {
+		// Its real port (which may have been given as 0), logged in to as
+		// its one user.
+		urls = []string{"tcp://" + a.broker.Addr()}
+		if b.Username == "" {
+			b.Username, b.PasswordFile = e.Username, e.PasswordFile
+		}
+	}
+	return session.Options{
+		Broker:        b,
+		URLs:          urls,
 		Subscriptions: cfg.Subscriptions,
 		OnMessage:     a.msgs.Handle,
+		Protocol:      cfg.Broker.Protocol,
+		SessionExpiry: cfg.Broker.SessionExpiry.D(),
+		MessageExpiry: cfg.Publish.MessageExpiry.D(),
+		URLOrder:      cfg.Broker.URLOrder,
 		GatewayID:     cfg.Gateway.ID,
 		StateDir:      cfg.Buffer.Dir,
 	}
-	if cfg.Broker.UseEmbedded && a.broker != nil {
-		o.URLs = []string{"tcp://" + a.broker.Addr()} // its real port, which may have been 0
-	}
-	return o
 }
 
 // Config is the config the daemon runs on: the one it started with, or the
 // last one reloaded (with the keys that need a restart as they run).
-func (a *App) Config() *config.Config {
-	a.reloadMu.Lock()
-	defer a.reloadMu.Unlock()
-	return a.cfg
-}
+func (a *App) Config() *config.Config { return a.cfg.Load() }
 
 // HTTPAddr is the address /metrics is served on.
 func (a *App) HTTPAddr() string { return a.http.Addr() }
@@ -154,6 +180,7 @@ func (a *App) Run(ctx context.Context, onStopping func()) error {
 		return func() { cancel(); <-done }
 	}
 	stopHTTP := start("http", a.http.Run)
+	stopWatch := start("status", a.watchConn)
 	stopSession := start("session", a.Session.Run)
 	stopPublisher := start("publisher", a.Publisher.Run)
 	stopPoller := start("poller", a.Poller.Run)
@@ -184,6 +211,7 @@ func (a *App) Run(ctx context.Context, onStopping func()) error {
 		}
 	}
 	stopSession()
+	stopWatch()
 	stopHTTP()
 	return runErr
 }

@@ -40,12 +40,14 @@ func (a *App) Reload(ctx context.Context, next *config.Config) error {
 func (a *App) ReloadRefused() { a.Metrics.ConfigReloadOK.Set(0) }
 
 // RestartKeys are the keys a reload cannot change: the buffer is open on
-// its directory with its bounds, and the embedded broker listens. A change
-// to one of them is logged and applies at the next start.
-var RestartKeys = []string{"buffer.dir", "buffer.max_messages", "buffer.max_bytes", "buffer.max_inflight", "embedded_broker.enabled", "embedded_broker.listen"}
+// its directory with its bounds, the embedded broker listens, and the HTTP
+// server serves with its web config file (whose content, though, is read
+// again at each request). A change to one of them is logged and applies at
+// the next start.
+var RestartKeys = []string{"buffer.*", "embedded_broker.*", "metrics.web_config_file"}
 
 func (a *App) reload(ctx context.Context, next *config.Config) error {
-	cur := a.cfg
+	cur := a.Config()
 	n := *next
 	restart := keepRunning(cur, &n)
 	if len(restart) > 0 {
@@ -77,7 +79,7 @@ func (a *App) reload(ctx context.Context, next *config.Config) error {
 	if a.Logs != nil {
 		a.Logs.Set(n.Log)
 	}
-	a.cfg = &n
+	a.cfg.Store(&n)
 	ch := plan.Changes
 	a.log.Info("config reloaded", "file", n.File, "sensors", len(n.Sensors),
 		"added", strings.Join(ch.Added, ","), "removed", strings.Join(ch.Removed, ","), "changed", strings.Join(ch.Changed, ","),
@@ -85,24 +87,35 @@ func (a *App) reload(ctx context.Context, next *config.Config) error {
 	return nil
 }
 
-// keepRunning sets the keys of next that cannot change live to their
-// running values, and returns those that differed.
+// keepRunning sets the keys of next that cannot change live (RestartKeys)
+// to their running values, and returns those that differed.
 func keepRunning(cur, next *config.Config) []string {
-	var changed []string
-	check := func(key string, a, b any) {
-		if !reflect.DeepEqual(a, b) {
-			changed = append(changed, key)
-		}
+	changed := changedKeys("buffer", cur.Buffer, next.Buffer)
+	changed = append(changed, changedKeys("embedded_broker", cur.EmbeddedBroker, next.EmbeddedBroker)...)
+	if cur.Metrics.WebConfigFile != next.Metrics.WebConfigFile {
+		changed = append(changed, "metrics.web_config_file")
 	}
-	check("buffer.dir", cur.Buffer.Dir, next.Buffer.Dir)
-	check("buffer.max_messages", cur.Buffer.MaxMessages, next.Buffer.MaxMessages)
-	check("buffer.max_bytes", cur.Buffer.MaxBytes, next.Buffer.MaxBytes)
-	check("buffer.max_inflight", cur.Buffer.MaxInflight, next.Buffer.MaxInflight)
-	check("embedded_broker.enabled", cur.EmbeddedBroker.Enabled, next.EmbeddedBroker.Enabled)
-	check("embedded_broker.listen", cur.EmbeddedBroker.Listen, next.EmbeddedBroker.Listen)
 	next.Buffer = cur.Buffer
 	next.EmbeddedBroker = cur.EmbeddedBroker
+	next.Metrics.WebConfigFile = cur.Metrics.WebConfigFile
 	return changed
+}
+
+// changedKeys names the keys (by their yaml tags) whose values differ
+// between a and b, two values of one config struct type.
+func changedKeys(prefix string, a, b any) []string {
+	va, vb := reflect.ValueOf(a), reflect.ValueOf(b)
+	var out []string
+	for i := 0; i < va.NumField(); i++ {
+		name, _, _ := strings.Cut(va.Type().Field(i).Tag.Get("yaml"), ",")
+		if name == "" || name == "-" {
+			continue
+		}
+		if !reflect.DeepEqual(va.Field(i).Interface(), vb.Field(i).Interface()) {
+			out = append(out, prefix+"."+name)
+		}
+	}
+	return out
 }
 
 // brokerChanged reports whether the session's connection settings changed

@@ -80,6 +80,7 @@ func (p *Poller) build(c *config.Sensor) (*sensor, error) {
 		return nil, fmt.Errorf("sensor %q (type %s): %w", c.Name, c.Type, err)
 	}
 	s := &sensor{cfg: c, src: src, in: p.in, stats: p.m.Sensors.Sensor(c.Name)}
+	s.stats.SetType(c.Type)
 	s.push, _ = src.(sensors.Pusher)
 	if c.Push() != (s.push != nil) {
 		return nil, fmt.Errorf("sensor %q: type %s: its config and its source disagree on whether it pushes", c.Name, c.Type)

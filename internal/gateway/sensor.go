@@ -97,6 +97,7 @@ func (s *sensor) readings(rs []sensors.Reading, t time.Time) {
 // failed counts a failed read (or a push source that stopped).
 func (s *sensor) failed(err error) {
 	s.stats.Failed()
+	s.stats.SetLastError(err)
 	s.failures++
 	if s.failures == 1 {
 		s.in.log.Warn("sensor read failed", "sensor", s.cfg.Name, "err", err)
