@@ -36,8 +36,10 @@ type modbusBus struct {
 	client *modbus.ModbusClient // nil while closed; only touched holding turn
 
 	// retired is set, to the settings of its successor, when a sensor with
-	// other settings for the port took it over.
-	retired atomic.Pointer[modbusEndpoint]
+	// other settings for the port took it over; predecessor is the bus this
+	// one took over (under modbusBuses' lock).
+	retired     atomic.Pointer[modbusEndpoint]
+	predecessor *modbusBus
 }
 
 // acquireModbusBus returns the bus of ep, creating it for the first sensor.
@@ -56,16 +58,25 @@ func acquireModbusBus(ep modbusEndpoint, timeout time.Duration) (*modbusBus, err
 			b.timeout = max(b.timeout, timeout)
 			return b, nil
 		}
-		b.retired.Store(&ep)
-		go b.closeWhenIdle()
+		old := b
+		old.retired.Store(&ep)
+		go old.closeWhenIdle()
+		b = newModbusBus(ep, timeout)
+		b.predecessor = old
+		modbusBuses.m[ep.key()] = b
+		return b, nil
 	}
+	b := newModbusBus(ep, timeout)
+	modbusBuses.m[ep.key()] = b
+	return b, nil
+}
+
+func newModbusBus(ep modbusEndpoint, timeout time.Duration) *modbusBus {
 	name := ep.device
 	if !ep.rtu {
 		name = "tcp://" + ep.device
 	}
-	b := &modbusBus{name: name, ep: ep, timeout: timeout, refs: 1, turn: make(chan struct{}, 1)}
-	modbusBuses.m[ep.key()] = b
-	return b, nil
+	return &modbusBus{name: name, ep: ep, timeout: timeout, refs: 1, turn: make(chan struct{}, 1)}
 }
 
 // release drops one sensor's use of the bus and closes it after the last.
@@ -77,7 +88,15 @@ func (b *modbusBus) release() error {
 	last := b.refs == 0
 	if last && modbusBuses.m[b.ep.key()] == b {
 		delete(modbusBuses.m, b.ep.key())
+		// The sensors that took the port over are gone while those they
+		// took it from are not (a reload that failed after building them):
+		// the port is theirs again.
+		if p := b.predecessor; p != nil && p.refs > 0 {
+			p.retired.Store(nil)
+			modbusBuses.m[p.ep.key()] = p
+		}
 	}
+	b.predecessor = nil
 	modbusBuses.Unlock()
 	if !last {
 		return nil
