@@ -77,22 +77,26 @@ type Options struct {
 	MaxBytes    int64
 	// Dir, when set, keeps the spool on disk in this directory.
 	Dir string
-	// SyncInterval is how long a durable spool gathers writes before one
-	// commit (one fsync); 0 means 200ms. A crash loses at most this much.
-	SyncInterval time.Duration
-	Logger       *slog.Logger
+	// SpillAfter is how long a durable spool keeps a record only in memory
+	// while it waits for its acknowledgement; 0 means DefaultSpillAfter
+	// (1 s). A crash loses at most the records of about this long.
+	SpillAfter time.Duration
+	Logger     *slog.Logger
 
 	// OnDiskError is called when the disk store fails (full disk, I/O
-	// error): the spool then keeps every record in memory and logs it.
+	// error): the spool then keeps new records in memory and logs it.
 	OnDiskError func(err error)
 	// OnCorrupt is called when the store found at start could not be read
 	// and was moved aside to movedTo; the spool starts afresh.
 	OnCorrupt func(movedTo string)
+	// OnCommit is called after each commit to disk (one fdatasync).
+	OnCommit func()
 
-	// For tests: how bbolt opens its file, and how many records' sizes a
-	// durable spool keeps in its head cache.
-	openFile  func(name string, flag int, perm os.FileMode) (*os.File, error)
-	headCache int
+	// For tests: how segments are opened, a failure to inject into
+	// appends, and SeqLease.
+	openFile   func(name string, flag int, perm os.FileMode) (*os.File, error)
+	appendFail func() error
+	seqLease   time.Duration
 }
 
 func (o *Options) logger() *slog.Logger {
