@@ -30,6 +30,7 @@ type Metrics struct {
 	BufferDropped         prometheus.Counter
 	BufferDiskErrors      prometheus.Counter
 	BufferCorrupt         prometheus.Counter
+	BufferDiskCommits     prometheus.Counter
 
 	// Sensors holds the gatewayd_sensor_* metrics; the /metrics handler
 	// writes them after what Registry gathers.
@@ -66,6 +67,7 @@ func New(version string) *Metrics {
 		BufferDropped:         f.counter("gatewayd_buffer_dropped_total", "Readings dropped because the buffer was full (oldest first)."),
 		BufferDiskErrors:      f.counter("gatewayd_buffer_disk_errors_total", "Failures of the disk buffer; after one the buffer is kept in memory."),
 		BufferCorrupt:         f.counter("gatewayd_buffer_corrupt_total", "Disk buffers found unreadable at start and moved aside."),
+		BufferDiskCommits:     f.counter("gatewayd_buffer_disk_commits_total", "Commits to the disk buffer (one write and one fdatasync each): readings unacknowledged for 1 s, seq leases, clean close."),
 	}
 	m.Sensors = &SensorSet{} // written by the /metrics handler, not registered
 	bi := f.gaugeVec("gatewayd_build_info", "Always 1; the labels tell the version and the Go version.", "version", "goversion")

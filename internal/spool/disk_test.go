@@ -11,7 +11,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
 )
 
 // openTestDisk opens a durable spool that commits records only when the
