@@ -329,7 +329,7 @@ func TestDiskMemoryBounded(t *testing.T) {
 
 func heapInuse() int64 {
 	runtime.GC()
-	runtime.GC() // sync.Pools (bbolt keeps pages in one) empty on the second
+	runtime.GC() // sync.Pools (flate keeps state in some) empty on the second
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
 	return int64(m.HeapInuse)
