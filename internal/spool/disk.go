@@ -43,6 +43,7 @@ type Disk struct {
 	// acked holds committed records acked or dropped out of order, at or
 	// above head: the log learns of them with the next state entry.
 	acked      map[uint64]struct{}
+	written    uint64    // records committed since the spool opened
 	stateDirty bool      // committed records went since the last state entry
 	stateAt    time.Time // of the last state entry
 	cache      [2]decoded
@@ -380,6 +381,15 @@ func (d *Disk) Ack(id uint64) bool {
 	}
 	d.remove(id, recs[i].Size())
 	return true
+}
+
+// Written is how many records were written to disk since the spool
+// opened: those that waited SpillAfter for their acknowledgement (or were
+// still waiting at Close).
+func (d *Disk) Written() uint64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.written
 }
 
 // Len implements Queue.

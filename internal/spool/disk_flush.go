@@ -264,6 +264,7 @@ func (d *Disk) committed(start, end uint64, frameLen int) {
 				d.stateDirty = true
 			}
 		default:
+			d.written++
 			if fr.first == 0 {
 				fr.first = id
 			}
