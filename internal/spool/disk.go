@@ -54,6 +54,7 @@ type Disk struct {
 	leases    map[string]*lease
 	gate      uint64 // Peek returns no ID from here on: its seq is not leased yet
 	wantLease bool   // a lease is due for renewal
+	wakeAt    int64  // clock when the flusher wakes up next, if nothing wakes it before
 
 	durable  bool // records are written (false after a disk failure, and after Close)
 	leasesOK bool // leases are written (false once that failed too)
@@ -126,8 +127,12 @@ func (d *Disk) Append(r *Record) int {
 	d.mu.Lock()
 	r.ID = d.nextID
 	d.nextID++
-	kick := d.mem.len() == d.memWritten() // nothing was waiting: a new due time
-	d.mem.push(memEntry{rec: *r, at: d.clock()})
+	at := d.clock()
+	kick := false
+	if due := at + int64(d.spillAfter); due < d.wakeAt { // the flusher sleeps past this one's due time
+		d.wakeAt, kick = due, true
+	}
+	d.mem.push(memEntry{rec: *r, at: at})
 	size := r.Size()
 	d.live++
 	d.bytes += size
@@ -154,16 +159,6 @@ func (d *Disk) Append(r *Record) int {
 	default:
 	}
 	return dropped
-}
-
-// memWritten is how many entries at the front of mem are in a commit
-// under way; d.mu is held.
-func (d *Disk) memWritten() int {
-	n := 0
-	for n < d.mem.len() && d.mem.at(n).written {
-		n++
-	}
-	return n
 }
 
 // clock is the time since the spool opened, monotonic.
@@ -327,6 +322,10 @@ func (d *Disk) Peek(after uint64, buf []Record) []Record {
 	start := max(after+1, d.head)
 	for i := d.firstFrame(start); i < len(d.frames) && start < d.memStart && len(buf) < cap(buf); i++ {
 		f := &d.frames[i]
+		if f.live == 0 {
+			start = max(start, f.last+1)
+			continue
+		}
 		recs := d.read(f)
 		if recs == nil {
 			i-- // read dropped frame i

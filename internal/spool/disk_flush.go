@@ -3,6 +3,7 @@ package spool
 import (
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"time"
 )
@@ -25,6 +26,10 @@ func (d *Disk) run() {
 	for {
 		d.mu.Lock()
 		wait := d.due()
+		d.wakeAt = math.MaxInt64
+		if wait >= 0 {
+			d.wakeAt = d.clock() + int64(wait)
+		}
 		d.mu.Unlock()
 		if wait == 0 {
 			d.flush(due)

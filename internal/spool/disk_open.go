@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"time"
@@ -267,6 +268,7 @@ func newDisk(w *wal, st logState, opts Options) *Disk {
 		seqs:        make(map[string]uint64, len(st.leases)),
 		leases:      make(map[string]*lease, len(st.leases)),
 		gate:        noGate,
+		wakeAt:      math.MaxInt64,
 		durable:     true,
 		leasesOK:    true,
 		w:           w,

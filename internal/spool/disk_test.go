@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -357,12 +358,17 @@ func TestDiskConcurrent(t *testing.T) {
 			if len(recs) == 0 {
 				select {
 				case <-appended:
-					if recs = d.Peek(after, buf); len(recs) == 0 {
+					// The last records may wait for their lease.
+					if d.Len() == 0 {
 						return
 					}
+					select {
+					case <-d.Notify():
+					case <-time.After(time.Millisecond):
+					}
 				case <-d.Notify():
-					continue
 				}
+				continue
 			}
 			for i := len(recs) - 1; i >= 0; i-- {
 				d.Ack(recs[i].ID)
@@ -430,5 +436,64 @@ func TestDiskSeqAfterCleanCloseAndCrashes(t *testing.T) {
 	second := openTestDisk(t, Options{Dir: copyStore(t, first)}) // and again, before any reading
 	if got := second.Seqs()["s/q"]; got != lease {
 		t.Fatalf("after a second crash seq %d, want %d", got, lease)
+	}
+}
+
+// TestDiskSpillsWhatWaits: a record acknowledged within SpillAfter never
+// reaches the disk; one still waiting then is written, with every other
+// record waiting at that moment.
+func TestDiskSpillsWhatWaits(t *testing.T) {
+	const spill = 100 * time.Millisecond
+	d := openTestDisk(t, Options{SpillAfter: spill})
+	start := time.Now()
+	for i := 1; i <= 10; i++ {
+		r := &Record{Topic: "t", Payload: []byte("x"), QoS: 1}
+		d.Append(r)
+		if i%2 == 0 {
+			d.Ack(r.ID) // a prompt broker
+		}
+	}
+	waitFor(t, "the waiting records written", func() bool { return d.Written() == 5 })
+	if took := time.Since(start); took < spill {
+		t.Fatalf("written after %s, before SpillAfter", took)
+	}
+	for range 10 {
+		r := &Record{Topic: "t", Payload: []byte("x"), QoS: 1}
+		d.Append(r)
+		d.Ack(r.ID)
+	}
+	time.Sleep(3 * spill)
+	if n := d.Written(); n != 5 {
+		t.Fatalf("%d records written, want the 5 that waited", n)
+	}
+	if n := recordsInLog(t, d.dir); n != 5 {
+		t.Fatalf("%d records in the log, want 5", n)
+	}
+}
+
+// TestDiskGateWaitsForTheLease: Peek gives out no record whose seq is not
+// covered by a lease on disk, nor any after it; it does once the lease is
+// written.
+func TestDiskGateWaitsForTheLease(t *testing.T) {
+	hold := make(chan struct{})
+	var held atomic.Bool
+	d := openTestDisk(t, Options{appendFail: func() error {
+		if held.Load() {
+			<-hold // a slow disk
+		}
+		return nil
+	}})
+	d.Append(&Record{Topic: "t", Payload: []byte("no seq")})
+	settle(t, d)
+	held.Store(true)
+	d.Append(rec(1))
+	d.Append(&Record{Topic: "t", Payload: []byte("behind it")})
+	time.Sleep(50 * time.Millisecond) // the flusher is writing the lease now
+	wantPeek(t, d, 0, 10, "[1]")      // the record before the gate only
+	held.Store(false)
+	close(hold)
+	waitFor(t, "the lease", func() bool { return len(peekIDs(d, 0, 10)) == 3 })
+	if got := d.Seqs()["s/q"]; got != 1 {
+		t.Fatalf("seqs %d", got)
 	}
 }
