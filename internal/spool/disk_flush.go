@@ -14,6 +14,8 @@ type flusherBufs struct {
 	leases []leaseEntry
 	acked  []uint64
 	check  []leaseEntry // for a checkpoint
+	batch  []byte       // the frames of a commit
+	spans  []frameSpan
 }
 
 // run is the flusher: it sleeps until something is due (a lease, records
@@ -132,10 +134,13 @@ func (d *Disk) flush(kind flushKind) error {
 	}
 }
 
-// commit writes one frame: the records waiting in memory (when they are
-// due, or final), the leases due, the state of the committed records, and
+// commit appends what is due to the log with one write and one
+// fdatasync: the records waiting in memory (when the oldest is due, or
+// for kind all and final), in frames of at most maxBatch records and
+// maxBatchBytes; the leases due; the state of the committed records; and
 // on the final commit the exact seqs with the clean-close mark. It reports
-// whether another commit should follow right away.
+// whether another commit should follow right away (more than earlyBytes
+// of records waited).
 func (d *Disk) commit(kind flushKind) (more bool, err error) {
 	f := &d.fl
 	d.mu.Lock()
@@ -149,7 +154,7 @@ func (d *Disk) commit(kind flushKind) (more bool, err error) {
 			if e.acked {
 				continue
 			}
-			if len(f.recs) == maxBatch || size >= maxBatchBytes {
+			if size >= earlyBytes {
 				sliced = true
 				break
 			}
@@ -160,7 +165,7 @@ func (d *Disk) commit(kind flushKind) (more bool, err error) {
 		}
 	}
 	last := kind == final && !sliced
-	start, end := d.memStart, d.memStart+uint64(n)
+	end := d.memStart + uint64(n)
 	f.leases = d.renewals(f.leases[:0])
 	if last {
 		f.leases = d.allLeases(f.leases[:0], true)
@@ -186,54 +191,73 @@ func (d *Disk) commit(kind flushKind) (more bool, err error) {
 	}
 	d.mu.Unlock()
 
+	// The frames; leases, state and the close mark go in the last.
 	w := &d.fw
-	w.reset()
-	for i := range f.recs {
-		w.record(&f.recs[i])
+	f.batch, f.spans = f.batch[:0], f.spans[:0]
+	for i := 0; ; {
+		w.reset()
+		j, sz := i, int64(0)
+		for ; j < len(f.recs) && j-i < maxBatch && sz < maxBatchBytes; j++ {
+			w.record(&f.recs[j])
+			sz += f.recs[j].Size()
+		}
+		if j == len(f.recs) {
+			w.leases(f.leases)
+			if withState {
+				w.state(head, f.acked)
+			}
+			if last {
+				w.closed()
+			}
+		}
+		if !w.empty() {
+			off := len(f.batch)
+			f.batch = w.appendTo(f.batch)
+			f.spans = append(f.spans, frameSpan{off: off, n: len(f.batch) - off, from: i, to: j})
+		}
+		if i = j; i == len(f.recs) {
+			break
+		}
 	}
-	w.leases(f.leases)
-	if withState {
-		w.state(head, f.acked)
-	}
-	if last {
-		w.closed()
-	}
-	frameLen := 0
 	if checkpoint != nil {
 		err = d.w.roll(checkpoint)
 	}
-	if err == nil && !w.empty() {
-		frame := w.finish()
-		frameLen = len(frame)
-		err = d.w.append(frame)
-	}
-	clear(f.recs) // let go of the payloads
-	if cap(w.raw) > maxBatchBytes/4 || cap(f.recs) > maxBatch/4 {
-		*w, f.recs = frameWriter{}, nil // a burst: do not keep its buffers
+	if err == nil && len(f.batch) > 0 {
+		err = d.w.append(f.batch)
 	}
 
 	d.mu.Lock()
 	defer d.unlock()
+	if err == nil && (len(f.batch) > 0 || checkpoint != nil) {
+		if d.onCommit != nil {
+			d.after = append(d.after, d.onCommit)
+		}
+		if withState {
+			d.stateAt = d.epoch.Add(time.Duration(now))
+		}
+		d.committed(end)
+		d.leased(f.leases)
+		d.dropSegments()
+		select {
+		case d.notify <- struct{}{}: // the gate may have opened
+		default:
+		}
+	}
+	clear(f.recs) // let go of the payloads
+	if cap(f.batch) > 4*maxBatchBytes || cap(f.recs) > 4*maxBatch || cap(w.raw) > 2*maxBatchBytes {
+		f.batch, f.recs, w.raw = nil, nil, nil // a burst: do not keep its buffers
+	}
 	if err != nil {
-		return d.failed(err, start, end, withState), err
-	}
-	if frameLen == 0 && checkpoint == nil {
-		return false, nil // nothing was due after all
-	}
-	if d.onCommit != nil {
-		d.after = append(d.after, d.onCommit)
-	}
-	if withState {
-		d.stateAt = d.epoch.Add(time.Duration(now))
-	}
-	d.committed(start, end, frameLen)
-	d.leased(f.leases)
-	d.dropSegments()
-	select {
-	case d.notify <- struct{}{}: // the gate may have opened
-	default:
+		return d.failed(err, end, withState), err
 	}
 	return sliced, nil
+}
+
+// frameSpan is one frame of a commit: where it is in the batch written,
+// and which of the commit's records it holds.
+type frameSpan struct {
+	off, n   int
+	from, to int
 }
 
 // recordsDue reports whether the records waiting in memory should be
@@ -250,40 +274,41 @@ func (d *Disk) recordsDue(now int64) bool {
 	return false
 }
 
-// committed records that IDs [start, end) went through a commit; d.mu is
-// held. Those acked meanwhile are on disk now and go with the next state
-// entry; the others form the frame just appended.
-func (d *Disk) committed(start, end uint64, frameLen int) {
-	if end == start {
-		return
-	}
+// committed records that the records of the commit just appended (its
+// frames in d.fl.spans, IDs up to end) are on disk; d.mu is held. Those
+// acked meanwhile are on disk now and go with the next state entry; the
+// others are live in their frames.
+func (d *Disk) committed(end uint64) {
+	f := &d.fl
 	s := d.w.active()
-	fr := frameRef{seg: s, off: s.size - int64(frameLen), n: frameLen}
-	for id := max(start, d.memStart); id < end; id++ {
-		e := d.mem.at(int(id - d.memStart))
-		switch {
-		case !e.written:
-		case e.acked:
-			if id >= d.head {
-				d.acked[id] = struct{}{}
-				d.stateDirty = true
+	base := s.size - int64(len(f.batch))
+	for _, sp := range f.spans {
+		if sp.to == sp.from {
+			continue
+		}
+		fr := frameRef{seg: s, off: base + int64(sp.off), n: sp.n, first: f.recs[sp.from].ID, last: f.recs[sp.to-1].ID}
+		for id := max(fr.first, d.memStart); id <= fr.last; id++ {
+			e := d.mem.at(int(id - d.memStart))
+			switch {
+			case !e.written:
+			case e.acked:
+				if id >= d.head {
+					d.acked[id] = struct{}{}
+					d.stateDirty = true
+				}
+			default:
+				d.written++
+				fr.live++
+				fr.bytes += e.rec.Size()
 			}
-		default:
-			d.written++
-			if fr.first == 0 {
-				fr.first = id
-			}
-			fr.last = id
-			fr.live++
-			fr.bytes += e.rec.Size()
+		}
+		if fr.live > 0 {
+			d.frames = append(d.frames, fr)
 		}
 	}
 	if end > d.memStart {
 		d.mem.pop(int(end - d.memStart))
 		d.memStart = end
-	}
-	if fr.live > 0 {
-		d.frames = append(d.frames, fr)
 	}
 	d.front() // acked entries may lead mem now
 }
@@ -293,8 +318,8 @@ func (d *Disk) committed(start, end uint64, frameLen int) {
 // tried again without them; a failure to write leases after that stops
 // the gate: readings keep flowing, with seqs that no lease covers. It
 // reports whether to commit again.
-func (d *Disk) failed(err error, start, end uint64, withState bool) bool {
-	for id := max(start, d.memStart); id < end; id++ {
+func (d *Disk) failed(err error, end uint64, withState bool) bool {
+	for id := d.memStart; id < end; id++ {
 		if e := d.mem.at(int(id - d.memStart)); e.written {
 			e.written = false
 			if !e.acked {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"sync"
 )
 
 // A frame is what one commit appends to the log: one write, one fdatasync.
@@ -16,7 +17,8 @@ import (
 //
 //	length  4 bytes, big-endian: the length of body
 //	crc     4 bytes: CRC-32C of length and body
-//	body    1 byte of flags (bit 0: the rest is deflated), then entries
+//	body    1 byte of flags (bit 0: deflated, then the length of the
+//	        entries as a uvarint), then the entries
 //
 // Entries, each a kind byte and fields (uvarints unless said otherwise):
 //
@@ -121,17 +123,26 @@ func (w *frameWriter) empty() bool { return len(w.raw) <= 1 }
 // finish returns the frame: header and body, deflated when that is
 // smaller. The result is valid until the next reset.
 func (w *frameWriter) finish() []byte {
-	out := append(w.out[:0], make([]byte, frameHeader)...)
+	w.out = w.appendTo(w.out[:0])
+	return w.out
+}
+
+// appendTo appends the frame to dst.
+func (w *frameWriter) appendTo(dst []byte) []byte {
+	start := len(dst)
+	dst = append(dst, make([]byte, frameHeader)...)
 	if z := w.deflate(); z != nil {
-		out = append(append(out, flagDeflated), z...)
+		dst = append(dst, flagDeflated)
+		dst = binary.AppendUvarint(dst, uint64(len(w.raw)-1))
+		dst = append(dst, z...)
 	} else {
-		out = append(out, w.raw...)
+		dst = append(dst, w.raw...)
 	}
+	out := dst[start:]
 	body := out[frameHeader:]
 	binary.BigEndian.PutUint32(out, uint32(len(body)))
 	binary.BigEndian.PutUint32(out[4:], frameCRC(out[:4], body))
-	w.out = out
-	return out
+	return dst
 }
 
 // deflate returns the entries deflated, or nil when that does not pay.
@@ -205,8 +216,12 @@ func decodeFrame(body []byte) (frameContent, error) {
 		return c, fmt.Errorf("frame flags %#x unknown", flags)
 	}
 	if flags&flagDeflated != 0 {
+		n, k := binary.Uvarint(b)
+		if k <= 0 || n > maxFrameBody {
+			return c, errors.New("inflating frame: bad length")
+		}
 		var err error
-		if b, err = inflate(b); err != nil {
+		if b, err = inflate(b[k:], int(n)); err != nil {
 			return c, err
 		}
 	}
@@ -269,13 +284,24 @@ func decodeFrame(body []byte) (frameContent, error) {
 	return c, d.err
 }
 
-func inflate(b []byte) ([]byte, error) {
-	out, err := io.ReadAll(io.LimitReader(flate.NewReader(bytes.NewReader(b)), maxFrameBody+1))
-	if err != nil {
+// inflaters are flate readers to reuse: each holds tens of KB of tables.
+var inflaters sync.Pool
+
+// inflate returns b inflated, which must make exactly n bytes.
+func inflate(b []byte, n int) ([]byte, error) {
+	zr, _ := inflaters.Get().(io.ReadCloser)
+	if zr == nil {
+		zr = flate.NewReader(bytes.NewReader(b))
+	} else if err := zr.(flate.Resetter).Reset(bytes.NewReader(b), nil); err != nil {
+		return nil, err
+	}
+	defer inflaters.Put(zr)
+	out := make([]byte, n)
+	if _, err := io.ReadFull(zr, out); err != nil {
 		return nil, fmt.Errorf("inflating frame: %w", err)
 	}
-	if len(out) > maxFrameBody {
-		return nil, errors.New("inflated frame too large")
+	if k, err := zr.Read(make([]byte, 1)); k != 0 || err != io.EOF {
+		return nil, errors.New("inflating frame: longer than it says")
 	}
 	return out, nil
 }

@@ -85,6 +85,11 @@ func TestFrameRejects(t *testing.T) {
 		{"flipped bit", "checksum", mutate(func(b []byte) []byte { b[len(b)-6] ^= 0x10; return b })},
 		{"flags", "flags", mutate(func(b []byte) []byte { b[frameHeader] = 0x80; return reseal(b) })},
 		{"not deflated", "inflating", mutate(func(b []byte) []byte { b[frameHeader] = flagDeflated; return reseal(b) })},
+		{"inflates longer than it says", "longer", func() []byte {
+			b := bytes.Clone(seedFrame(true))
+			b[frameHeader+1]-- // the length, 1 less
+			return reseal(b)
+		}()},
 		{"entry kind", "unknown", reseal(append(bytes.Clone(good), 'X'))},
 		{"trailing partial entry", "bad uvarint", reseal(append(bytes.Clone(good), entryRecord))},
 		{"huge count", "exceeds", reseal(append(append(bytes.Clone(good), entryLeases), 0xff, 0xff, 0x03))},
