@@ -15,7 +15,7 @@ import (
 // waiting in memory, so an outage costs one commit (one fdatasync) per
 // SpillAfter, and a connected broker that acknowledges within SpillAfter
 // costs none. Records on disk leave memory: only an index of the frames
-// and two decoded frames are kept, so an outage of any length costs disk,
+// and three decoded frames are kept, so an outage of any length costs disk,
 // not memory.
 //
 // A record's seq is published only once a lease covering it is on disk
@@ -46,8 +46,8 @@ type Disk struct {
 	written    uint64    // records committed since the spool opened
 	stateDirty bool      // committed records went since the last state entry
 	stateAt    time.Time // of the last state entry
-	cache      [2]decoded
-	cacheNext  int
+	cache      [cacheFrames]decoded
+	cacheTick  uint64
 
 	// The seqs: the last one appended per key, and the leases.
 	seqs      map[string]uint64
@@ -101,7 +101,13 @@ type decoded struct {
 	seg  *segment
 	off  int64
 	recs []Record
+	used uint64 // cacheTick when last used
 }
+
+// cacheFrames is how many frames read back are kept decoded: one where the
+// head is (drops, Oldest), one where the publisher peeks, one where its
+// acknowledgements are (behind the peeks by up to max_inflight).
+const cacheFrames = 3
 
 const (
 	// DefaultSpillAfter is how long a record may wait for its
@@ -269,9 +275,16 @@ func (d *Disk) frameOf(id uint64) *frameRef {
 // disk; d.mu is held. A frame that cannot be read (an I/O error, rot) is
 // dropped with its records, which are counted as lost; nil then.
 func (d *Disk) read(f *frameRef) []Record {
+	d.cacheTick++
+	slot := &d.cache[0]
 	for i := range d.cache {
-		if c := &d.cache[i]; c.seg == f.seg && c.off == f.off && c.recs != nil {
+		c := &d.cache[i]
+		if c.seg == f.seg && c.off == f.off && c.recs != nil {
+			c.used = d.cacheTick
 			return c.recs
+		}
+		if c.used < slot.used {
+			slot = c // the least recently used
 		}
 	}
 	b, err := d.w.readFrame(f.seg, f.off, f.n)
@@ -283,9 +296,7 @@ func (d *Disk) read(f *frameRef) []Record {
 		d.lose(f, err)
 		return nil
 	}
-	slot := &d.cache[d.cacheNext]
-	d.cacheNext = (d.cacheNext + 1) % len(d.cache)
-	*slot = decoded{seg: f.seg, off: f.off, recs: c.recs}
+	*slot = decoded{seg: f.seg, off: f.off, recs: c.recs, used: d.cacheTick}
 	return c.recs
 }
 

@@ -388,7 +388,7 @@ func (d *Disk) finish() {
 	d.closeErr = errors.Join(err, d.w.close())
 	d.unlockDir()
 	d.durable, d.leasesOK, d.closed = false, false, true
-	d.frames, d.acked, d.cache = nil, map[uint64]struct{}{}, [2]decoded{}
+	d.frames, d.acked, d.cache = nil, map[uint64]struct{}{}, [cacheFrames]decoded{}
 	d.mem = pending{}
 	d.head, d.memStart, d.live, d.bytes, d.memBytes = d.nextID, d.nextID, 0, 0, 0
 	d.gate = noGate

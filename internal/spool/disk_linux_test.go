@@ -209,7 +209,7 @@ func TestDiskRotAtRunTime(t *testing.T) {
 		}
 	}
 	d.mu.Lock()
-	d.cache = [2]decoded{} // as if the frame was last read long ago
+	d.cache = [cacheFrames]decoded{} // as if the frame was last read long ago
 	f := d.frames[0]
 	d.mu.Unlock()
 	if f.first != 1 || f.last != 20 {

@@ -30,9 +30,10 @@ import (
 //	    may have been published (the next run continues above it)
 //	'C' a clean close: the leases of this frame are the exact last seqs
 //
-// Records are deflated with the frame when that saves space: readings of
-// one commit share their topics, keys and most of their JSON, and what a
-// commit costs the disk is the pages it dirties.
+// Records are deflated with the frame when that saves space and the frame
+// is small: readings of one commit share their topics, keys and most of
+// their JSON, and what a small commit costs the disk is the pages it
+// dirties.
 const (
 	frameHeader  = 8
 	flagDeflated = 1 << 0
@@ -45,8 +46,13 @@ const (
 	// maxFrameBody bounds a frame read back, so that a corrupt length can
 	// never cause a large allocation. Commits are sliced well below it.
 	maxFrameBody = 64 << 20
-	// minDeflate is the smallest body worth deflating.
+	// Bodies from minDeflate to maxDeflate bytes are deflated. A small
+	// commit costs the disk a page however few bytes it adds, so what
+	// deflating saves there is most of its cost; a large one (a high rate
+	// with the broker away or slow) spreads the pages over many readings,
+	// and deflating it would cost CPU where CPU is short.
 	minDeflate = 256
+	maxDeflate = 64 << 10
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -148,7 +154,7 @@ func (w *frameWriter) appendTo(dst []byte) []byte {
 // deflate returns the entries deflated, or nil when that does not pay.
 func (w *frameWriter) deflate() []byte {
 	p := w.raw[1:]
-	if len(p) < minDeflate {
+	if len(p) < minDeflate || len(p) > maxDeflate {
 		return nil
 	}
 	w.zbuf.Reset()
