@@ -417,6 +417,7 @@ func TestDiskSeqAfterCleanCloseAndCrashes(t *testing.T) {
 	for i := 1; i <= 5; i++ {
 		d.Append(rec(i))
 	}
+	d.Append(&Record{Topic: "t", SeqKey: "idle/q", Seq: 7}) // a series not read in the next run
 	if err := d.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -436,6 +437,9 @@ func TestDiskSeqAfterCleanCloseAndCrashes(t *testing.T) {
 	second := openTestDisk(t, Options{Dir: copyStore(t, first)}) // and again, before any reading
 	if got := second.Seqs()["s/q"]; got != lease {
 		t.Fatalf("after a second crash seq %d, want %d", got, lease)
+	}
+	if got := second.Seqs()["idle/q"]; got != 7 {
+		t.Fatalf("a series with no reading since the clean close: seq %d after the crashes, want 7", got)
 	}
 }
 

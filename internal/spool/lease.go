@@ -82,8 +82,8 @@ func (d *Disk) renewals(out []leaseEntry) []leaseEntry {
 	now := d.clock()
 	for key, l := range d.leases {
 		seq := d.seqs[key]
-		if !l.want && l.durable >= seq+(l.ahead(d.leaseFor)+1)/2 {
-			continue
+		if !l.want && (l.at == 0 || l.durable >= seq+(l.ahead(d.leaseFor)+1)/2) {
+			continue // not due, or no reading of it in this run
 		}
 		l.want = false
 		n := uint64(1)
