@@ -135,11 +135,12 @@ broker:
   keepalive: 2s
   connect_timeout: 2s
   reconnect_max_interval: 1s
+  protocol: %d
 embedded_broker: {enabled: false}
 metrics: {listen: "127.0.0.1:0"}
 buffer: {dir: %q}
 sensors:
-`, id, url, bufferDir)
+`, id, url, protocol, bufferDir)
 	for i := 0; i < numSensors; i++ {
 		fmt.Fprintf(&b, "  - {name: s%02d, type: simulated, interval: 1s, seed: %d}\n", i, i+1)
 	}
