@@ -54,11 +54,11 @@ func (d *Disk) needLease(r *Record) bool {
 		l = &lease{}
 		d.leases[r.SeqKey] = l
 	}
-	if r.Seq > l.durable {
-		if d.gate == noGate && d.leasesOK {
-			d.gate = r.ID
-		}
-	} else if l.durable-r.Seq >= l.ahead(d.renewAhead) {
+	if r.Seq > l.durable && d.gate == noGate && d.leasesOK {
+		d.gate = r.ID
+	}
+	// A renewal under way counts: the gate opens when it is on disk.
+	if covered := max(l.durable, l.asked); r.Seq <= covered && covered-r.Seq >= l.ahead(d.renewAhead) {
 		return false
 	}
 	if l.want {
