@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"reflect"
 	"sync"
@@ -313,6 +314,7 @@ func (pl *Plan) Discard() {
 		if !pl.running[s.cfg.Name] {
 			pl.p.m.Sensors.Remove(s.cfg.Name)
 		}
+		s.close() // built for the plan, never run
 	}
 }
 
@@ -337,6 +339,7 @@ func (p *Poller) Apply(ctx context.Context, pl *Plan) error {
 	// Outside the loop, so that a slow source stalls no other sensor.
 	for _, s := range pl.stopped {
 		s.work.Wait()
+		s.close()
 		s.saveSeqs()
 		if !pl.named[s.cfg.Name] {
 			p.m.Sensors.Remove(s.cfg.Name)
@@ -418,6 +421,16 @@ func (sc *scheduler) stopAll() {
 	}
 	for _, s := range all {
 		s.work.Wait()
+		s.close()
+	}
+}
+
+// close closes a stopped sensor's source if it holds something (a modbus
+// sensor its share of a serial port): io.Closer, called once its last read
+// or Run is over.
+func (s *sensor) close() {
+	if c, ok := s.src.(io.Closer); ok {
+		c.Close()
 	}
 }
 
