@@ -227,7 +227,9 @@ func TestScannerBlueZRestarts(t *testing.T) {
 	bus.RemoveAdapter("hci0")
 	eventually(t, "adapter removed logged", func() bool { return r.log.count("Bluetooth adapter hci0 was removed") == 1 })
 	bus.AddAdapter("hci0")
-	eventually(t, "discovery again", func() bool { return bus.Calls("hci0", "StartDiscovery") == 1 && r.log.count("scanning for Bluetooth LE") == 4 })
+	eventually(t, "discovery again", func() bool {
+		return bus.Calls("hci0", "StartDiscovery") == 1 && r.log.count("scanning for Bluetooth LE") == 4
+	})
 }
 
 func TestScannerPowerCycle(t *testing.T) {
