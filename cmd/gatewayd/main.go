@@ -79,7 +79,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	logger := newLogger(cfg.Log, stderr)
 	if *once {
-		return readOnce(cfg, logger, stdout)
+		return readOnce(cfg, logger, stdout, stderr)
 	}
 	if err := runDaemon(cfg, logger); err != nil {
 		logger.Error("gatewayd stopped", "err", err)
@@ -111,7 +111,7 @@ func newLogger(c config.Log, w io.Writer) *slog.Logger {
 }
 
 // readOnce is -once: read every sensor, print, exit 1 if any failed.
-func readOnce(cfg *config.Config, logger *slog.Logger, stdout io.Writer) int {
+func readOnce(cfg *config.Config, logger *slog.Logger, stdout, stderr io.Writer) int {
 	m := metrics.New(version)
 	q := spool.NewMemory(cfg.Buffer.MaxMessages, int64(cfg.Buffer.MaxBytes), 1)
 	p, err := gateway.NewPoller(cfg, q, m, logger, metrics.NewLiveness(time.Minute))
@@ -119,7 +119,10 @@ func readOnce(cfg *config.Config, logger *slog.Logger, stdout io.Writer) int {
 		logger.Error("cannot set up the sensors", "err", err)
 		return exitRuntime
 	}
-	if err := p.ReadOnce(context.Background(), stdout); err != nil {
+	listed := listBLE(cfg, logger, stderr)
+	err = p.ReadOnce(context.Background(), stdout)
+	listed()
+	if err != nil {
 		for _, line := range strings.Split(err.Error(), "\n") {
 			logger.Error("gatewayd -once", "err", line)
 		}

@@ -116,7 +116,7 @@ func (s *Scanner) Unsubscribe(sub *Subscription) {
 }
 
 // deliver hands an advertisement to its subscribers, or logs, once, a
-// thermometer that no sensor names.
+// thermometer that no subscriber takes.
 func (s *Scanner) deliver(ad *Advertisement) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -125,9 +125,7 @@ func (s *Scanner) deliver(ad *Advertisement) {
 		if sub.address != "" && sub.address != ad.Address {
 			continue
 		}
-		if sub.address != "" {
-			named = true
-		}
+		named = true // a survey lists what it hears: no log line needed
 		select {
 		case sub.c <- ad:
 		default:

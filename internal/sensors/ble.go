@@ -4,9 +4,14 @@ import (
 	"context"
 	"encoding/hex"
 	"errors"
+	"fmt"
+	"io"
 	"log/slog"
 	"regexp"
+	"sort"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/gatewayd/gatewayd/internal/ble"
 )
@@ -164,4 +169,93 @@ func (s *BLE) Run(ctx context.Context, emit func([]Reading)) error {
 			emit(s.out)
 		}
 	}
+}
+
+// BLESurveyMin is how long gatewayd -once listens at least for the
+// Bluetooth LE devices around: thermometers advertise every 1 to 10 s
+// (a Shelly BLU H&T once a minute).
+const BLESurveyMin = 10 * time.Second
+
+// BLESurvey is gatewayd -once's list of the Bluetooth LE devices around,
+// for an operator looking for a thermometer's address. When ble sensors
+// are among cfgs (names[i] is the name of cfgs[i]), it listens on each of
+// their adapters until ctx ends, and at least BLESurveyMin, then writes to
+// w every device heard in a format gatewayd knows: address, format, values
+// (decrypted with the sensor's bindkey where one names the device) and the
+// sensor that names it. Without ble sensors it does nothing.
+func BLESurvey(ctx context.Context, names []string, cfgs []Config, w io.Writer, log *slog.Logger) error {
+	type adapterSurvey struct {
+		names map[string]string
+		keys  map[string][]byte
+		heard []ble.Heard
+		other int
+		err   error
+	}
+	adapters := map[string]*adapterSurvey{}
+	for i, c := range cfgs {
+		b, ok := c.(*BLEConfig)
+		if !ok || b.Validate() != nil {
+			continue
+		}
+		a := adapters[b.adapter()]
+		if a == nil {
+			a = &adapterSurvey{names: map[string]string{}, keys: map[string][]byte{}}
+			adapters[b.adapter()] = a
+		}
+		addr, _ := ble.NormalizeAddress(b.Address)
+		if i < len(names) {
+			a.names[addr] = names[i]
+		}
+		if key, _ := b.bindkey(); key != nil {
+			a.keys[addr] = key
+		}
+	}
+	if len(adapters) == 0 {
+		return nil
+	}
+	start := time.Now()
+	sctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-ctx.Done():
+		case <-sctx.Done():
+			return
+		}
+		t := time.NewTimer(BLESurveyMin - time.Since(start))
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-sctx.Done():
+		}
+		cancel()
+	}()
+	var wg sync.WaitGroup
+	for name, a := range adapters {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a.heard, a.other, a.err = ble.Survey(sctx, name, a.keys, log.With("receiver", "survey "+name))
+			cancel() // a scan that could not run ends the others' wait too
+		}()
+	}
+	wg.Wait()
+	took := time.Since(start)
+	order := make([]string, 0, len(adapters))
+	for name := range adapters {
+		order = append(order, name)
+	}
+	sort.Strings(order)
+	var errs []error
+	for _, name := range order {
+		a := adapters[name]
+		if a.err != nil {
+			errs = append(errs, fmt.Errorf("cannot list the Bluetooth devices on %s: %w", name, a.err))
+			continue
+		}
+		if err := ble.WriteSurvey(w, name, took, a.heard, a.other, a.names); err != nil {
+			return err
+		}
+	}
+	return errors.Join(errs...)
 }
