@@ -60,6 +60,14 @@ type Broker struct {
 	PasswordFile         string       `yaml:"password_file"` // read at each connect: ReadPassword
 	TLS                  TLS          `yaml:"tls"`
 	Availability         Availability `yaml:"availability"`
+	// Protocol is the MQTT protocol level: 4 (3.1.1) or 5.
+	Protocol int `yaml:"protocol"`
+	// SessionExpiry (MQTT 5) is how long the broker keeps the session
+	// while gatewayd is away.
+	SessionExpiry Duration `yaml:"session_expiry"`
+	// URLOrder is the failover order of URLs: ordered | random (shuffled
+	// with a seed of gateway.id).
+	URLOrder string `yaml:"url_order"`
 
 	// UseEmbedded is true when broker.urls was not given and the embedded
 	// broker is on: the daemon then connects to the embedded broker's
@@ -88,6 +96,10 @@ type Availability struct {
 type EmbeddedBroker struct {
 	Enabled bool   `yaml:"enabled"`
 	Listen  string `yaml:"listen"`
+	// Username and PasswordFile are the one user the broker accepts; they
+	// are required to listen beyond loopback (operator.go).
+	Username     string `yaml:"username"`
+	PasswordFile string `yaml:"password_file"`
 }
 
 // Publish is how readings are published.
@@ -96,6 +108,9 @@ type Publish struct {
 	Format string `yaml:"format"` // json | value
 	QoS    int    `yaml:"qos"`
 	Retain bool   `yaml:"retain"`
+	// MessageExpiry (MQTT 5): a reading not delivered within this is
+	// discarded by the broker; 0: never.
+	MessageExpiry Duration `yaml:"message_expiry"`
 }
 
 // Buffer is where readings wait for the broker.
@@ -151,6 +166,9 @@ type Subscription struct {
 // Metrics is the HTTP endpoint.
 type Metrics struct {
 	Listen string `yaml:"listen"`
+	// WebConfigFile is TLS and basic auth for every endpoint, in the web
+	// config format of Prometheus' exporter-toolkit ("": plain HTTP, open).
+	WebConfigFile string `yaml:"web_config_file"`
 }
 
 // Default returns the configuration of an empty file.
@@ -162,6 +180,9 @@ func Default() *Config {
 			Keepalive:            Duration(30 * time.Second),
 			ConnectTimeout:       Duration(10 * time.Second),
 			ReconnectMaxInterval: Duration(30 * time.Second),
+			Protocol:             4,
+			SessionExpiry:        Duration(168 * time.Hour),
+			URLOrder:             "ordered",
 			Availability: Availability{
 				Topic:   "gatewayd/{gateway}/status",
 				Online:  "online",
