@@ -93,7 +93,9 @@ func newLogger(c config.Log, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
-// readOnce is -once: read every sensor, print, exit 1 if any failed.
+// readOnce is -once: read every sensor (wait for a push sensor's first
+// transmission, up to gateway.OnceWait), print, exit 1 if any failed or was
+// not heard.
 func readOnce(cfg *config.Config, logger *slog.Logger, stdout, stderr io.Writer) int {
 	m := metrics.New(version)
 	q := spool.NewMemory(cfg.Buffer.MaxMessages, int64(cfg.Buffer.MaxBytes), 1)
@@ -103,7 +105,7 @@ func readOnce(cfg *config.Config, logger *slog.Logger, stdout, stderr io.Writer)
 		return exitRuntime
 	}
 	listed := listBLE(cfg, logger, stderr)
-	err = p.ReadOnce(context.Background(), stdout)
+	err = p.ReadOnce(context.Background(), stdout, gateway.OnceWait)
 	listed()
 	if err != nil {
 		for _, line := range strings.Split(err.Error(), "\n") {
@@ -140,7 +142,14 @@ func printSummary(w io.Writer, c *config.Config) {
 	row("buffer", "%s, at most %d readings / %s, %d in flight", where, c.Buffer.MaxMessages, c.Buffer.MaxBytes, c.Buffer.MaxInflight)
 	row("sensors", "%d", len(c.Sensors))
 	for _, s := range c.Sensors {
-		fmt.Fprintf(w, "    - %s (%s, every %s, timeout %s)\n", s.Name, s.Type, s.Interval, s.Timeout)
+		switch {
+		case !s.Push():
+			fmt.Fprintf(w, "    - %s (%s, every %s, timeout %s)\n", s.Name, s.Type, s.Interval, s.Timeout)
+		case s.Interval > 0:
+			fmt.Fprintf(w, "    - %s (%s, pushed, at most every %s, stale after %s)\n", s.Name, s.Type, s.Interval, s.StaleAfter)
+		default:
+			fmt.Fprintf(w, "    - %s (%s, pushed, every transmission, stale after %s)\n", s.Name, s.Type, s.StaleAfter)
+		}
 	}
 	row("subscriptions", "%d", len(c.Subscriptions))
 	for _, s := range c.Subscriptions {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strings"
 	"syscall"
 
 	"github.com/gatewayd/gatewayd/internal/sensors"
@@ -20,10 +21,7 @@ import (
 // daemon's own (the start reports it if it is still taken), and the files
 // are read again where they are used.
 func Probe(c *Config) error {
-	v := &validator{file: c.File, src: c.src}
-	if v.src == nil {
-		v.src = newIndex(nil)
-	}
+	v := &validator{file: c.File, line: func(path string) int { return lineOf(c.probeLines, path) }}
 	v.probeListen("metrics.listen", c.Metrics.Listen)
 	if c.EmbeddedBroker.Enabled {
 		v.probeListen("embedded_broker.listen", c.EmbeddedBroker.Listen)
@@ -51,6 +49,39 @@ func Probe(c *Config) error {
 		return sorted(v.errs)
 	}
 	return nil
+}
+
+// probeKeys are the keys Probe checks.
+var probeKeys = []string{"metrics.listen", "embedded_broker.listen", "broker.password_file", "broker.tls.ca_file", "broker.tls.cert_file", "buffer.dir"}
+
+// probeLines keeps the lines Probe may report at: those of probeKeys and of
+// the keys of sensors whose type probes. The config does not hold on to
+// every key's line: at 10,000 sensors they weigh.
+func probeLines(c *Config, all map[string]place) map[string]place {
+	lines := map[string]place{}
+	for _, k := range probeKeys {
+		if pl, ok := all[k]; ok {
+			lines[k] = pl
+		}
+	}
+	probes := map[string]bool{}
+	for i, s := range c.Sensors {
+		if _, ok := s.Source.(sensors.Prober); ok {
+			probes[fmt.Sprintf("sensors[%d]", i)] = true
+		}
+	}
+	if len(probes) == 0 {
+		return lines
+	}
+	for path, pl := range all {
+		if !strings.HasPrefix(path, "sensors[") {
+			continue
+		}
+		if i := strings.IndexByte(path, ']'); i > 0 && probes[path[:i+1]] {
+			lines[path] = pl
+		}
+	}
+	return lines
 }
 
 func (v *validator) probeTLS(t TLS) {
