@@ -52,7 +52,8 @@ func Probe(c *Config) error {
 }
 
 // probeKeys are the keys Probe checks.
-var probeKeys = []string{"metrics.listen", "embedded_broker.listen", "broker.password_file", "broker.tls.ca_file", "broker.tls.cert_file", "buffer.dir"}
+var probeKeys = []string{"metrics.listen", "embedded_broker.listen", "broker.password_file", "broker.tls.ca_file", "broker.tls.cert_file", "buffer.dir",
+	"embedded_broker.password_file", "metrics.web_config_file"}
 
 // probeLines keeps the lines Probe may report at: those of probeKeys and of
 // the keys of sensors whose type probes. The config does not hold on to
