@@ -18,6 +18,7 @@ import (
 
 	"github.com/gatewayd/gatewayd/internal/config"
 	"github.com/gatewayd/gatewayd/internal/gateway"
+	"github.com/gatewayd/gatewayd/internal/logging"
 	"github.com/gatewayd/gatewayd/internal/metrics"
 	"github.com/gatewayd/gatewayd/internal/spool"
 )
@@ -72,25 +73,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 		printSummary(stdout, cfg)
 		return exitOK
 	}
-	logger := newLogger(cfg.Log, stderr)
+	logs := logging.New(stderr, cfg.Log)
+	logger := logs.Logger()
 	if *once {
 		return readOnce(cfg, logger, stdout, stderr)
 	}
-	if err := runDaemon(cfg, logger); err != nil {
+	if err := runDaemon(cfg, logs, *path); err != nil {
 		logger.Error("gatewayd stopped", "err", err)
 		return exitRuntime
 	}
 	return exitOK
-}
-
-func newLogger(c config.Log, w io.Writer) *slog.Logger {
-	var level slog.Level
-	_ = level.UnmarshalText([]byte(c.Level)) // validated by config
-	opts := &slog.HandlerOptions{Level: level}
-	if c.Format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
-	}
-	return slog.New(slog.NewTextHandler(w, opts))
 }
 
 // readOnce is -once: read every sensor (wait for a push sensor's first

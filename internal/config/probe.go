@@ -51,34 +51,21 @@ func Probe(c *Config) error {
 	return nil
 }
 
-// probeKeys are the keys Probe checks.
-var probeKeys = []string{"metrics.listen", "embedded_broker.listen", "broker.password_file", "broker.tls.ca_file", "broker.tls.cert_file", "buffer.dir",
-	"embedded_broker.password_file", "metrics.web_config_file"}
-
-// probeLines keeps the lines Probe may report at: those of probeKeys and of
-// the keys of sensors whose type probes. The config does not hold on to
-// every key's line: at 10,000 sensors they weigh.
+// probeLines keeps the lines Probe may report at: those of every key outside
+// sensors, and of the keys of sensors whose type probes. The config does not
+// hold on to the lines of every sensor's keys: at 10,000 sensors they weigh.
 func probeLines(c *Config, all map[string]place) map[string]place {
-	lines := map[string]place{}
-	for _, k := range probeKeys {
-		if pl, ok := all[k]; ok {
-			lines[k] = pl
-		}
-	}
 	probes := map[string]bool{}
 	for i, s := range c.Sensors {
 		if _, ok := s.Source.(sensors.Prober); ok {
 			probes[fmt.Sprintf("sensors[%d]", i)] = true
 		}
 	}
-	if len(probes) == 0 {
-		return lines
-	}
+	lines := map[string]place{}
 	for path, pl := range all {
 		if !strings.HasPrefix(path, "sensors[") {
-			continue
-		}
-		if i := strings.IndexByte(path, ']'); i > 0 && probes[path[:i+1]] {
+			lines[path] = pl
+		} else if i := strings.IndexByte(path, ']'); i > 0 && probes[path[:i+1]] {
 			lines[path] = pl
 		}
 	}

@@ -27,9 +27,9 @@ type SensorStats struct {
 	ReadErrors  atomic.Uint64
 	up          atomic.Bool
 	lastSuccess atomic.Int64 // Unix nanoseconds; 0: never
+	staleAfter  atomic.Int64 // push sensors: down when not heard for this long (ns); 0: off
 	typ         atomic.Pointer[string]
 	lastErr     atomic.Pointer[ReadError]
-	staleAfter  atomic.Int64 // push sensors: down when not heard for this long (ns); 0: off
 
 	mu     sync.Mutex
 	series []*SeriesStats
