@@ -14,7 +14,6 @@ require (
 	github.com/prometheus/common v0.66.1
 	github.com/prometheus/exporter-toolkit v0.15.0
 	github.com/simonvetter/modbus v1.6.4
-	go.etcd.io/bbolt v1.4.3
 	golang.org/x/sys v0.41.0
 	gopkg.in/yaml.v3 v3.0.1
 )
