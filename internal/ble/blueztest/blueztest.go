@@ -108,6 +108,9 @@ func Start(t testing.TB) *Bus {
 	}
 	b := &Bus{t: t, dir: dir, Addr: "unix:path=" + sock, python: py}
 	b.daemon = exec.Command(daemon, "--config-file="+conf, "--nofork", "--nopidfile")
+	// A test binary killed at its timeout runs no cleanup: its children go
+	// with it.
+	b.daemon.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	var derr bytes.Buffer
 	b.daemon.Stderr = &derr
 	if err := b.daemon.Start(); err != nil {
@@ -147,6 +150,7 @@ func (b *Bus) StartBlueZ() {
 	}
 	cmd := exec.Command(b.python, "-m", "dbusmock", "--template", "bluez5")
 	cmd.Env = append(os.Environ(), "DBUS_SYSTEM_BUS_ADDRESS="+b.Addr)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	b.log = &bytes.Buffer{}
 	cmd.Stdout, cmd.Stderr = b.log, b.log
 	if err := cmd.Start(); err != nil {
