@@ -76,11 +76,15 @@ func NewPoller(cfg *config.Config, q spool.Queue, m *metrics.Metrics, log *slog.
 // build builds one sensor's source; it starts nothing. c stays the
 // sensor's config (the config is not changed once parsed).
 func (p *Poller) build(c *config.Sensor) (*sensor, error) {
-	src, err := c.Source.New(sensors.Env{Name: c.Name, Log: p.log.With("sensor", c.Name), Receivers: p.receivers})
+	var s *sensor
+	// A transmission a push source rejects counts as a failed read; it is
+	// called from the source's Run, which starts after s is set.
+	rejected := func(err error) { s.failed(err) }
+	src, err := c.Source.New(sensors.Env{Name: c.Name, Log: p.log.With("sensor", c.Name), Receivers: p.receivers, Rejected: rejected})
 	if err != nil {
 		return nil, fmt.Errorf("sensor %q (type %s): %w", c.Name, c.Type, err)
 	}
-	s := &sensor{cfg: c, src: src, in: p.in, stats: p.m.Sensors.Sensor(c.Name)}
+	s = &sensor{cfg: c, src: src, in: p.in, stats: p.m.Sensors.Sensor(c.Name)}
 	s.stats.SetType(c.Type)
 	s.push, _ = src.(sensors.Pusher)
 	if c.Push() != (s.push != nil) {
