@@ -18,7 +18,7 @@
 //
 // Usage:
 //
-//	gatewayd-bench [flags] [throughput|idle|scale|reconnect|startup|all|fleet]...
+//	gatewayd-bench [flags] [throughput|idle|scale|reconnect|startup|wear|all|fleet]...
 //
 // Flags come before the scenario names. -short runs every scenario for a few
 // seconds (CI); it exits non-zero when a part fails, not when a goal is
@@ -43,7 +43,7 @@ import (
 )
 
 // scenarios in the order "all" runs them.
-var allScenarios = []string{"throughput", "idle", "scale", "reconnect", "startup"}
+var allScenarios = []string{"throughput", "idle", "scale", "reconnect", "startup", "wear"}
 
 // extraScenarios run only when named.
 var extraScenarios = []string{"fleet"}
@@ -181,6 +181,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			err = b.startup()
 		case "fleet":
 			err = b.fleet()
+		case "wear":
+			err = b.wear()
 		}
 		if err != nil {
 			b.fail(sc, err)

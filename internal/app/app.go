@@ -8,11 +8,14 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gatewayd/gatewayd/internal/broker"
 	"github.com/gatewayd/gatewayd/internal/config"
 	"github.com/gatewayd/gatewayd/internal/gateway"
+	"github.com/gatewayd/gatewayd/internal/logging"
 	"github.com/gatewayd/gatewayd/internal/metrics"
 	"github.com/gatewayd/gatewayd/internal/session"
 	"github.com/gatewayd/gatewayd/internal/spool"
@@ -35,10 +38,16 @@ type App struct {
 	Poller    *gateway.Poller
 	Publisher *gateway.Publisher
 
-	cfg    *config.Config
-	log    *slog.Logger
-	http   *metrics.Server
-	broker *broker.Broker
+	// Logs, when set, is the log switch that a reload sets to the new
+	// log.level and log.format.
+	Logs *logging.Switch
+
+	cfg      atomic.Pointer[config.Config] // as running: Reload replaces it (Config)
+	log      *slog.Logger
+	http     *metrics.Server
+	broker   *broker.Broker
+	msgs     *gateway.MessageLogger
+	reloadMu sync.Mutex
 
 	version   string
 	started   time.Time
@@ -49,8 +58,9 @@ type App struct {
 // port or a locked buffer is reported before the daemon says it is ready.
 // On error, whatever was opened is closed again.
 func New(cfg *config.Config, log *slog.Logger, version string) (_ *App, err error) {
-	a := &App{cfg: cfg, log: log, Metrics: metrics.New(version), Liveness: metrics.NewLiveness(staleLoop),
+	a := &App{log: log, Metrics: metrics.New(version), Liveness: metrics.NewLiveness(staleLoop),
 		version: version, started: time.Now()}
+	a.cfg.Store(cfg)
 	defer func() {
 		if err != nil {
 			a.close()
@@ -64,14 +74,13 @@ func New(cfg *config.Config, log *slog.Logger, version string) (_ *App, err erro
 		Logger:      log.With("component", "buffer"),
 		OnDiskError: func(error) { m.BufferDiskErrors.Inc() },
 		OnCorrupt:   func(string) { m.BufferCorrupt.Inc() },
+		OnCommit:    m.BufferDiskCommits.Inc,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("buffer: %w", err)
 	}
 	m.WatchBuffer(a.Queue)
 
-	var urls []string
-	b := cfg.Broker
 	if e := cfg.EmbeddedBroker; e.Enabled {
 		pw, err := e.ReadPassword()
 		if err != nil {
@@ -83,28 +92,10 @@ func New(cfg *config.Config, log *slog.Logger, version string) (_ *App, err erro
 			return nil, err
 		}
 		log.Info("embedded broker listening", "addr", a.broker.Addr(), "auth", e.Username != "")
-		if cfg.Broker.UseEmbedded {
-			urls = []string{"tcp://" + a.broker.Addr()}
-			if b.Username == "" { // log in to it as its one user
-				b.Username, b.PasswordFile = e.Username, e.PasswordFile
-			}
-		}
 	}
 
-	msgs := gateway.NewMessageLogger(cfg.Subscriptions, m, log.With("component", "subscriptions"))
-	a.Session, err = session.New(session.Options{
-		Broker:        b, // password_file and TLS files are read at each connect
-		URLs:          urls,
-		Subscriptions: cfg.Subscriptions,
-		OnMessage:     msgs.Handle,
-		Protocol:      cfg.Broker.Protocol,
-		SessionExpiry: cfg.Broker.SessionExpiry.D(),
-		MessageExpiry: cfg.Publish.MessageExpiry.D(),
-		URLOrder:      cfg.Broker.URLOrder,
-		GatewayID:     cfg.Gateway.ID,
-		StateDir:      cfg.Buffer.Dir,
-	}, log.With("component", "session"), m, a.Liveness)
-	if err != nil {
+	a.msgs = gateway.NewMessageLogger(cfg.Subscriptions, m, log.With("component", "subscriptions"))
+	if a.Session, err = session.New(a.sessionOptions(cfg), log.With("component", "session"), m, a.Liveness); err != nil {
 		return nil, err
 	}
 	if a.Poller, err = gateway.NewPoller(cfg, a.Queue, m, log.With("component", "sensors"), a.Liveness); err != nil {
@@ -122,8 +113,41 @@ func New(cfg *config.Config, log *slog.Logger, version string) (_ *App, err erro
 	if err := a.http.Listen(cfg.Metrics.Listen); err != nil {
 		return nil, fmt.Errorf("metrics.listen: %w", err)
 	}
+	m.ConfigReloadOK.Set(1)
+	m.ConfigReloadTime.Set(float64(time.Now().UnixNano()) / 1e9)
 	return a, nil
 }
+
+// sessionOptions are the session's settings from cfg, at start and at a
+// reload: one place, so that a new broker key is wired once.
+func (a *App) sessionOptions(cfg *config.Config) session.Options {
+	b := cfg.Broker // password_file and TLS files are read at each connect
+	var urls []string
+	if e := cfg.EmbeddedBroker; cfg.Broker.UseEmbedded && a.broker != nil {
+		// Its real port (which may have been given as 0), logged in to as
+		// its one user.
+		urls = []string{"tcp://" + a.broker.Addr()}
+		if b.Username == "" {
+			b.Username, b.PasswordFile = e.Username, e.PasswordFile
+		}
+	}
+	return session.Options{
+		Broker:        b,
+		URLs:          urls,
+		Subscriptions: cfg.Subscriptions,
+		OnMessage:     a.msgs.Handle,
+		Protocol:      cfg.Broker.Protocol,
+		SessionExpiry: cfg.Broker.SessionExpiry.D(),
+		MessageExpiry: cfg.Publish.MessageExpiry.D(),
+		URLOrder:      cfg.Broker.URLOrder,
+		GatewayID:     cfg.Gateway.ID,
+		StateDir:      cfg.Buffer.Dir,
+	}
+}
+
+// Config is the config the daemon runs on: the one it started with, or the
+// last one reloaded (with the keys that need a restart as they run).
+func (a *App) Config() *config.Config { return a.cfg.Load() }
 
 // HTTPAddr is the address /metrics is served on.
 func (a *App) HTTPAddr() string { return a.http.Addr() }
@@ -162,7 +186,8 @@ func (a *App) Run(ctx context.Context, onStopping func()) error {
 	stopPublisher := start("publisher", a.Publisher.Run)
 	stopPoller := start("poller", a.Poller.Run)
 
-	a.log.Info("gatewayd started", "gateway", a.cfg.Gateway.ID, "sensors", len(a.cfg.Sensors),
+	cfg := a.Config()
+	a.log.Info("gatewayd started", "gateway", cfg.Gateway.ID, "sensors", len(cfg.Sensors),
 		"metrics", "http://"+a.http.Addr()+"/metrics", "buffer_durable", a.Queue.Durable())
 	var runErr error
 	select {

@@ -32,6 +32,9 @@ type Metrics struct {
 	BufferDropped         prometheus.Counter
 	BufferDiskErrors      prometheus.Counter
 	BufferCorrupt         prometheus.Counter
+	BufferDiskCommits     prometheus.Counter
+	ConfigReloadOK        prometheus.Gauge
+	ConfigReloadTime      prometheus.Gauge
 
 	// Sensors holds the gatewayd_sensor_* metrics; the /metrics handler
 	// writes them after what Registry gathers.
@@ -70,6 +73,9 @@ func New(version string) *Metrics {
 		BufferDropped:         f.counter("gatewayd_buffer_dropped_total", "Readings dropped because the buffer was full (oldest first)."),
 		BufferDiskErrors:      f.counter("gatewayd_buffer_disk_errors_total", "Failures of the disk buffer; after one the buffer is kept in memory."),
 		BufferCorrupt:         f.counter("gatewayd_buffer_corrupt_total", "Disk buffers found unreadable at start and moved aside."),
+		BufferDiskCommits:     f.counter("gatewayd_buffer_disk_commits_total", "Commits to the disk buffer (one write and one fdatasync each): readings unacknowledged for 1 s, seq leases, clean close."),
+		ConfigReloadOK:        f.gauge("gatewayd_config_last_reload_successful", "1 when the last reload of the config (or the start) succeeded, 0 when it failed and the daemon kept the config it had."),
+		ConfigReloadTime:      f.gauge("gatewayd_config_last_reload_success_timestamp_seconds", "Unix time of the last successful reload of the config (or of the start)."),
 	}
 	m.Sensors = &SensorSet{} // written by the /metrics handler, not registered
 	bi := f.gaugeVec("gatewayd_build_info", "Always 1; the labels tell the version and the Go version.", "version", "goversion")

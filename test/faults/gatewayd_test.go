@@ -99,8 +99,8 @@ type logLine struct {
 	Err     string    `json:"err"`
 	Metrics string    `json:"metrics"`
 	Records int       `json:"records"`
-	Skip    uint64    `json:"skip"`
 	Broker  string    `json:"broker"`
+	Lease   string    `json:"lease"`
 }
 
 // gatewayd is one gatewayd process, its log parsed as it comes.
