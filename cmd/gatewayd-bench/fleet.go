@@ -70,33 +70,47 @@ func (b *bench) fleet() error {
 		}
 		wg.Wait()
 	}()
-	start := time.Now()
-	for i := range n {
-		g := &fleetGw{id: fmt.Sprintf("fleet-%04d", i+1)}
-		if g.tap, err = newTap(br.addr(), "fleet/"); err != nil {
-			return err
-		}
+	// launch (re)starts g's gatewayd on a metrics port that was free a
+	// moment ago.
+	launch := func(g *fleetGw) error {
+		var err error
 		if g.metrics, err = freeAddr(); err != nil {
-			g.tap.close()
 			return err
 		}
 		cfg := gwConfig{run: g.id, root: "fleet", url: g.tap.url(), metrics: g.metrics, sensors: 1, interval: time.Second,
 			qos: 1, window: o.window, reconnectMax: o.fleetReconnectMax}
 		path := filepath.Join(dir, g.id+".yaml")
 		if err := os.WriteFile(path, cfg.yaml(), 0o644); err != nil {
-			g.tap.close()
 			return err
 		}
-		if g.c, err = startChild(g.id, b.gatewayd, "-config", path); err != nil {
+		g.c, err = startChild(g.id, b.gatewayd, "-config", path)
+		return err
+	}
+	start := time.Now()
+	for i := range n {
+		g := &fleetGw{id: fmt.Sprintf("fleet-%04d", i+1)}
+		if g.tap, err = newTap(br.addr(), "fleet/"); err != nil {
+			return err
+		}
+		if err := launch(g); err != nil {
 			g.tap.close()
 			return err
 		}
 		gws = append(gws, g)
 	}
-	// Every gateway delivers before anything is measured.
+	// Every gateway delivers before anything is measured. One whose
+	// metrics port was taken in the meantime (by a tap of a later gateway:
+	// the kernel hands out the same free ports) starts again on another.
+	relaunched := 0
 	for deadline := time.Now().Add(60*time.Second + time.Duration(n)*100*time.Millisecond); ; {
 		missing := 0
 		for _, g := range gws {
+			if g.c.exited() && strings.Contains(g.c.out.String(), "address already in use") && relaunched < n {
+				relaunched++
+				if err := launch(g); err != nil {
+					return err
+				}
+			}
 			if g.c.exited() {
 				return fmt.Errorf("%s exited: %s", g.id, g.c.out.String())
 			}
@@ -114,7 +128,7 @@ func (b *bench) fleet() error {
 			return err
 		}
 	}
-	b.log.Info("fleet up", "gateways", n, "took", time.Since(start).Round(time.Millisecond))
+	b.log.Info("fleet up", "gateways", n, "took", time.Since(start).Round(time.Millisecond), "relaunched", relaunched)
 
 	// Steady state: the fleet's cost while every gateway is connected.
 	// It also lets every connection outlast the session's stableAfter
