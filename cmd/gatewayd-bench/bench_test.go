@@ -121,3 +121,28 @@ func TestSampleOwnProcess(t *testing.T) {
 		t.Fatalf("%+v", u)
 	}
 }
+
+func TestFleetSubTally(t *testing.T) {
+	s := &fleetSub{seqs: map[string]map[string]map[uint64]bool{}}
+	r := newReadings("fleet", "fleet-0001", 1)
+	var msgs [2]message
+	for i := range 5 {
+		r.read(0, time.Now(), &msgs)
+		if i == 2 {
+			continue // seq 3 of both series lost
+		}
+		s.onMessage(msgs[0].topic, msgs[0].payload)
+		s.onMessage(msgs[1].topic, msgs[1].payload)
+		s.onMessage(msgs[1].topic, msgs[1].payload) // a duplicate counts once
+	}
+	s.onMessage("fleet/other/s0/temperature", []byte(`{"seq":1}`))
+	if d, gaps := s.seen("fleet-0001"); d != 8 || gaps != 2 {
+		t.Fatalf("seen: %d distinct, %d gaps; want 8, 2", d, gaps)
+	}
+	if d, gaps := s.seen("other"); d != 1 || gaps != 0 {
+		t.Fatalf("other: %d distinct, %d gaps", d, gaps)
+	}
+	if got := bucketsString([]int{3, 0, 12}); got != "3 0 12" {
+		t.Fatalf("buckets %q", got)
+	}
+}
