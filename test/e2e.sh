@@ -180,6 +180,7 @@ cat >"$tmp/bad.yaml" <<'EOF'
 sensors:
   - name: bad
     interval: -5s
+    type: simulated
 EOF
 
 # ---------------------------------------------------------------- -check, -once

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	embedded "github.com/gatewayd/gatewayd/internal/broker"
-	"github.com/gatewayd/gatewayd/internal/session"
 )
 
 func TestBaselineReadingsLookLikeGatewayds(t *testing.T) {
@@ -88,7 +87,7 @@ func TestTapTimesTheFirstReadingPuback(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tp.close()
-	p, err := session.NewBaselinePublisher(session.BaselineOptions{URL: tp.url(), ClientID: "tap-test"}, 1, 10)
+	p, err := NewBaselinePublisher(BaselineOptions{URL: tp.url(), ClientID: "tap-test"}, 1, 10)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,7 @@
 // Command gatewayd-bench measures gatewayd end to end against a real broker
 // and puts each figure beside two baselines measured in the same run on the
 // same broker with the same payloads and QoS: a bare paho.mqtt.golang
-// publisher (internal/session/baseline.go) and a Python publisher on
+// publisher (baseline.go) and a Python publisher on
 // Debian's python3-paho-mqtt.
 //
 // Every publisher under test runs as its own child process, so that its CPU

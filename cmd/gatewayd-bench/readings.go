@@ -92,7 +92,7 @@ func (c gwConfig) yaml() []byte {
 	}
 	fmt.Fprintf(&b, "}\nmetrics: {listen: %q}\nsensors:\n", c.metrics)
 	for i := range c.sensors {
-		fmt.Fprintf(&b, "  - {name: s%d, interval: %s}\n", i, c.interval)
+		fmt.Fprintf(&b, "  - {name: s%d, type: simulated, interval: %s}\n", i, c.interval)
 	}
 	return []byte(b.String())
 }

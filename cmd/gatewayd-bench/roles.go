@@ -13,7 +13,6 @@ import (
 
 	"github.com/gatewayd/gatewayd/internal/app"
 	"github.com/gatewayd/gatewayd/internal/config"
-	"github.com/gatewayd/gatewayd/internal/session"
 )
 
 // runRole runs this binary as one of the child processes the bench
@@ -38,7 +37,7 @@ func runRole(role string, args []string) int {
 	return 0
 }
 
-// runPaho publishes simulated readings with session.BaselinePublisher: N
+// runPaho publishes simulated readings with BaselinePublisher: N
 // sensors read every interval (all at once, as gatewayd's scheduler does),
 // or with -max as fast as the window lets it. It stops at SIGTERM or after
 // -duration, waits for the outstanding acknowledgements and prints its
@@ -64,7 +63,7 @@ func runPaho(ctx context.Context, args []string) error {
 		return err
 	}
 	defer stopProfile()
-	p, err := session.NewBaselinePublisher(session.BaselineOptions{URL: *url, ClientID: "bench-" + *run}, byte(*qos), *window)
+	p, err := NewBaselinePublisher(BaselineOptions{URL: *url, ClientID: "bench-" + *run}, byte(*qos), *window)
 	if err != nil {
 		return err
 	}

@@ -7,14 +7,12 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/gatewayd/gatewayd/internal/session"
 )
 
 // hub is the subscriber's bookkeeping: one tally per run (the second level
 // of bench/RUN/SENSOR/QUANTITY). It is fed from paho's goroutine.
 type hub struct {
-	sub *session.BaselineSubscriber
+	sub *BaselineSubscriber
 
 	mu   sync.Mutex
 	runs map[string]*tally
@@ -39,7 +37,7 @@ const maxSamples = 4 << 20
 func newHub(url string) (*hub, error) {
 	h := &hub{runs: map[string]*tally{}}
 	var err error
-	h.sub, err = session.NewBaselineSubscriber(session.BaselineOptions{URL: url, ClientID: "bench-subscriber", CleanSession: true},
+	h.sub, err = NewBaselineSubscriber(BaselineOptions{URL: url, ClientID: "bench-subscriber", CleanSession: true},
 		"bench/#", 1, h.onMessage)
 	return h, err
 }

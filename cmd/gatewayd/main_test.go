@@ -87,10 +87,16 @@ func TestCheck(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "../../configs/gateway.yaml: OK") || !strings.Contains(out, "living-room (simulated, every 5s") {
 		t.Fatalf("shipped config: exit %d\n%s%s", code, out, stderr)
 	}
-	bad := writeConfig(t, "broker:\n  keepalive: 10s\nsensors:\n  - name: a\n    interval: -1s\n")
+	bad := writeConfig(t, "broker:\n  keepalive: 10s\nsensors:\n  - name: a\n    interval: -1s\n    type: simulated\n")
 	_, stderr, code = gatewayd(t, nil, "-check", "-config", bad)
 	if code != 2 || !strings.Contains(stderr, bad+":5: sensors[0].interval: must be at least 10ms") {
 		t.Fatalf("bad config: exit %d, %q", code, stderr)
+	}
+	// A sensor without a type is refused, not taken for a simulated one.
+	untyped := writeConfig(t, "sensors:\n  - name: a\n    interval: 1s\n")
+	_, stderr, code = gatewayd(t, nil, "-check", "-config", untyped)
+	if code != 2 || !strings.Contains(stderr, untyped+":2: sensors[0].type: is required (one of ") {
+		t.Fatalf("sensor without type: exit %d, %q", code, stderr)
 	}
 	_, stderr, code = gatewayd(t, nil, "-check", "-config", "/nonexistent/gateway.yaml")
 	if code != 2 || !strings.Contains(stderr, "reading config file /nonexistent/gateway.yaml") {
@@ -106,8 +112,8 @@ func TestCheck(t *testing.T) {
 func TestOnce(t *testing.T) {
 	cfg := writeConfig(t, `gateway: {id: gw}
 sensors:
-  - {name: kitchen, seed: 1}
-  - {name: cellar, seed: 2, offset: {temperature: -10}}
+  - {name: kitchen, type: simulated, seed: 1}
+  - {name: cellar, type: simulated, seed: 2, offset: {temperature: -10}}
 `)
 	out, stderr, code := gatewayd(t, nil, "-once", "-config", cfg)
 	if code != 0 {
@@ -149,7 +155,7 @@ func TestRunAndSIGTERM(t *testing.T) {
 	metricsAddr := freePort(t)
 	cfg := writeConfig(t, fmt.Sprintf(`gateway: {id: gw}
 embedded_broker: {enabled: true, listen: "127.0.0.1:0"}
-sensors: [{name: room, interval: 50ms}]
+sensors: [{name: room, type: simulated, interval: 50ms}]
 metrics: {listen: %q}
 `, metricsAddr))
 	cmd := exec.Command(binary, "-config", cfg)

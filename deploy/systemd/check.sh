@@ -19,6 +19,27 @@ if ! systemd-analyze verify "$tmp/gatewayd.service" 2>"$tmp/verify.err" || [ -s 
   echo "FAIL systemd-analyze verify:"; cat "$tmp/verify.err"; exit 1
 fi
 echo "PASS systemd-analyze verify (no warnings)"
+# The drop-ins in gatewayd.service.d/, each on its own with the unit: verify
+# reads a unit's drop-ins from gatewayd.service.d/ on the unit search path
+# (SYSTEMD_UNIT_PATH), and must be clean with each.
+for dropin in "$here"/gatewayd.service.d/*.conf; do
+  [ -e "$dropin" ] || continue
+  name=$(basename "$dropin")
+  rm -rf "$tmp/unit" && mkdir -p "$tmp/unit/gatewayd.service.d"
+  cp "$tmp/gatewayd.service" "$tmp/unit/"
+  cp "$dropin" "$tmp/unit/gatewayd.service.d/"
+  if ! SYSTEMD_UNIT_PATH="$tmp/unit:" systemd-analyze verify "$tmp/unit/gatewayd.service" 2>"$tmp/verify.err" || [ -s "$tmp/verify.err" ]; then
+    echo "FAIL systemd-analyze verify with $name:"; cat "$tmp/verify.err"; exit 1
+  fi
+  # A misspelt key is only a warning above, and a drop-in that is not read
+  # at all is silent: check that systemd sees what the drop-in sets.
+  if ! SYSTEMD_UNIT_PATH="$tmp/unit:" systemd-analyze security --offline=true "$tmp/unit/gatewayd.service" 2>&1 | grep -q "✗ PrivateDevices="; then
+    echo "FAIL $name: systemd does not apply it (PrivateDevices= still set)"
+    SYSTEMD_UNIT_PATH="$tmp/unit:" systemd-analyze security --offline=true "$tmp/unit/gatewayd.service" 2>&1 | grep -i privatedevices || true
+    exit 1
+  fi
+  echo "PASS systemd-analyze verify with $name (no warnings, applied)"
+done
 if ! systemd-analyze security --offline=true --threshold="$threshold" "$tmp/gatewayd.service" >"$tmp/security.out" 2>&1; then
   echo "FAIL systemd-analyze security --threshold=$threshold:"; cat "$tmp/security.out"; exit 1
 fi

@@ -76,12 +76,22 @@ func New(cfg *config.Config, log *slog.Logger, version string) (_ *App, err erro
 		}
 	}
 
+	b := cfg.Broker
+	if b.PasswordFile != "" {
+		// The session is to call ReadPassword at each connect; until it
+		// does, the file is read here, at start.
+		if b.Password, err = b.ReadPassword(); err != nil {
+			return nil, err
+		}
+	}
 	msgs := gateway.NewMessageLogger(cfg.Subscriptions, m, log.With("component", "subscriptions"))
 	a.Session, err = session.New(session.Options{
-		Broker:        cfg.Broker,
+		Broker:        b,
 		URLs:          urls,
 		Subscriptions: cfg.Subscriptions,
 		OnMessage:     msgs.Handle,
+		GatewayID:     cfg.Gateway.ID,
+		StateDir:      cfg.Buffer.Dir,
 	}, log.With("component", "session"), m, a.Liveness)
 	if err != nil {
 		return nil, err

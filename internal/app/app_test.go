@@ -146,6 +146,11 @@ func TestHalfOpenLink(t *testing.T) {
 	testbroker.Eventually(t, 15*time.Second, "reconnected and drained", func() bool {
 		return d.Session.Connected() && d.Queue.Len() == 0
 	})
+	// One stall, one warning (a burst of readings in flight used to log
+	// one each).
+	if n := strings.Count(d.logs.String(), "the broker stopped acknowledging"); n > 1 {
+		t.Errorf("%d stall warnings for one stall", n)
+	}
 	d.stop()
 	checkNoGaps(t, series(t, b.Messages(readingsOn("gatewayd/gw/s"))), 1)
 }

@@ -11,9 +11,14 @@ import (
 	"github.com/gatewayd/gatewayd/internal/sensors"
 )
 
-// Config is the whole configuration. Load returns it with defaults applied,
-// placeholders such as {gateway} filled in where they are fixed at start, and
-// every value validated.
+// Config is the whole configuration. Parse returns it with defaults applied,
+// every value validated and the derived values resolved: {gateway} filled in,
+// and each sensor's publish settings in Sensor.Publish. The daemon reads it
+// as it is; no other package derives a default again.
+//
+// A new key is a field here (with its yaml tag and its default in Default)
+// plus its check in validate.go: decoding, unknown-key errors with
+// suggestions, and line numbers come from the field alone.
 type Config struct {
 	Gateway        Gateway        `yaml:"gateway"`
 	Log            Log            `yaml:"log"`
@@ -27,6 +32,8 @@ type Config struct {
 
 	// File is the path the config was loaded from ("" for defaults).
 	File string `yaml:"-"`
+
+	src *index // the file's keys and their lines, for Probe's errors
 }
 
 // Gateway identifies this box.
@@ -50,7 +57,7 @@ type Broker struct {
 	ReconnectMaxInterval Duration     `yaml:"reconnect_max_interval"`
 	Username             string       `yaml:"username"`
 	Password             Secret       `yaml:"password"`
-	PasswordFile         string       `yaml:"password_file"`
+	PasswordFile         string       `yaml:"password_file"` // read at each connect: ReadPassword
 	TLS                  TLS          `yaml:"tls"`
 	Availability         Availability `yaml:"availability"`
 
@@ -99,8 +106,9 @@ type Buffer struct {
 	MaxInflight int      `yaml:"max_inflight"`
 }
 
-// Sensor is one configured sensor: the keys common to every type, and the
-// type's own keys in Source.
+// Sensor is one configured sensor: the keys common to every type, the type's
+// own keys in Source, and the resolved publish settings in Publish. Its entry
+// is decoded by UnmarshalYAML (decode.go).
 type Sensor struct {
 	Name      string             `yaml:"name"`
 	Type      string             `yaml:"type"`
@@ -113,9 +121,25 @@ type Sensor struct {
 	Scale     map[string]float64 `yaml:"scale"`
 	Deadband  map[string]float64 `yaml:"deadband"`
 	Heartbeat Duration           `yaml:"heartbeat"`
+	// StaleAfter (push sensors only): the sensor is down when nothing was
+	// heard for this long.
+	StaleAfter Duration `yaml:"stale_after"`
 
 	// Source holds the type's own keys (seed, device, command, ...).
 	Source sensors.Config `yaml:"-"`
+	// Publish is where and how the sensor's readings are published:
+	// publish.* with the sensor's own qos, retain and topic applied.
+	Publish SensorPublish `yaml:"-"`
+}
+
+// SensorPublish is one sensor's resolved publish settings.
+type SensorPublish struct {
+	// Topic is the topic template with {gateway} and {sensor} filled in;
+	// {quantity} is left for each reading.
+	Topic  string
+	Format string // json | value
+	QoS    byte
+	Retain bool
 }
 
 // Subscription is one topic filter whose messages are logged.
@@ -166,11 +190,20 @@ func defaultSensors() []Sensor {
 	return []Sensor{{Name: "simulated", Type: "simulated", Source: src}}
 }
 
-// Default per-sensor values.
+// Default per-sensor values. A push sensor's interval defaults to 0: every
+// transmission is published.
 const (
 	DefaultInterval    = 10 * time.Second
 	DefaultReadTimeout = 5 * time.Second
+	DefaultStaleAfter  = 15 * time.Minute
 )
+
+// Push reports whether the sensor's type delivers its readings itself
+// (sensors.Pusher) rather than being read on its interval.
+func (s *Sensor) Push() bool {
+	_, ok := s.Source.(sensors.PushConfig)
+	return ok
+}
 
 // hostID turns the host name into a gateway id: lower case, and every byte
 // that is not [a-z0-9_-] replaced by '-', so that it is safe in topics.

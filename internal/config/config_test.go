@@ -21,7 +21,11 @@ func loadTestdata(t *testing.T, path string) (*Config, error) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return Parse(path, data, lookupTestEnv)
+	c, err := Parse(path, data, lookupTestEnv)
+	if err != nil {
+		return nil, err
+	}
+	return c, Probe(c)
 }
 
 // TestGoodFiles loads every testdata/*.good.yaml; each must be valid.
@@ -61,6 +65,9 @@ func TestBadFiles(t *testing.T) {
 			_, err := loadTestdata(t, f)
 			if err == nil {
 				t.Fatal("loaded without error")
+			}
+			if got := strings.Count(err.Error(), "\n") + 1; got != len(want) {
+				t.Errorf("%d errors, want %d:\n%v", got, len(want), err)
 			}
 			for _, w := range want {
 				if !strings.Contains(err.Error(), f+w) && !strings.Contains(err.Error(), w) {
@@ -177,16 +184,31 @@ func TestNoSensors(t *testing.T) {
 
 func TestPasswordFile(t *testing.T) {
 	dir := t.TempDir()
-	pw := filepath.Join(dir, "pw")
-	if err := os.WriteFile(pw, []byte("hunter2\n"), 0o600); err != nil {
+	pw1 := filepath.Join(dir, "pw")
+	if err := os.WriteFile(pw1, []byte("hunter2\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	c, err := Parse("x.yaml", []byte("broker:\n  password_file: "+pw+"\nmetrics: {listen: '127.0.0.1:0'}\n"), lookupTestEnv)
+	c, err := Parse("x.yaml", []byte("broker:\n  password_file: "+pw1+"\nmetrics: {listen: '127.0.0.1:0'}\n"), lookupTestEnv)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Broker.Password.Reveal() != "hunter2" {
-		t.Errorf("password = %q", c.Broker.Password.Reveal())
+	if c.Broker.Password != "" {
+		t.Error("password_file read at parse")
+	}
+	pw, err := c.Broker.ReadPassword()
+	if err != nil || pw.Reveal() != "hunter2" {
+		t.Errorf("password = %q, %v", pw.Reveal(), err)
+	}
+	// Rotated: the next read sees the new one.
+	if err := os.WriteFile(pw1, []byte("correct horse\r\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if pw, err := c.Broker.ReadPassword(); err != nil || pw.Reveal() != "correct horse" {
+		t.Errorf("rotated password = %q, %v", pw.Reveal(), err)
+	}
+	os.WriteFile(pw1, nil, 0o600)
+	if _, err := c.Broker.ReadPassword(); err == nil || !strings.Contains(err.Error(), "broker.password_file: "+pw1+" is empty") {
+		t.Errorf("empty file: %v", err)
 	}
 }
 
@@ -234,7 +256,7 @@ func TestByteSize(t *testing.T) {
 // TestNoDerivedErrors: a bad interval is reported once, not again through
 // the timeout derived from it.
 func TestNoDerivedErrors(t *testing.T) {
-	_, err := Parse("x.yaml", []byte("sensors:\n  - name: a\n    interval: -5s\n"), lookupTestEnv)
+	_, err := Parse("x.yaml", []byte("sensors:\n  - name: a\n    type: simulated\n    interval: -5s\n"), lookupTestEnv)
 	if err == nil || strings.Contains(err.Error(), "timeout") || strings.Count(err.Error(), "\n") != 0 {
 		t.Fatalf("want one error about the interval, got:\n%v", err)
 	}

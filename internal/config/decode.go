@@ -1,301 +1,493 @@
 package config
 
 import (
+	"bytes"
+	"errors"
 	"fmt"
+	"math"
 	"reflect"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/gatewayd/gatewayd/internal/sensors"
 	"gopkg.in/yaml.v3"
 )
 
-// decoder turns the YAML node tree into Config. It does the work of
-// yaml.v3's KnownFields itself (Node.Decode drops that option) so that every
-// unknown or misspelt key is reported with its line and full path, and so
-// that a sensor's entry can mix the common keys with its type's own.
-type decoder struct {
-	file  string
-	errs  Errors
-	lines map[string]int // key path -> line where it was written
-	nodes int
+// Decoding is yaml.v3's own, strict (KnownFields), from the text of the
+// checked tree. yaml reports problems as "line N: ..." texts; parser turns
+// each back into the key path it concerns, with the line of the file as
+// written and a message that tells what to write instead.
+
+// parser holds the state of one Parse.
+type parser struct {
+	file string
+	errs Errors
+	src  *index // the tree of the file as written (after ${VAR} expansion)
+	used map[string]bool
+}
+
+func (p *parser) failAt(line int, path, format string, args ...any) {
+	p.errs = append(p.errs, FieldError{File: p.file, Line: line, Path: path, Msg: fmt.Sprintf(format, args...)})
+}
+
+// decode decodes the tree under root into cfg. When the checks or ${VAR}
+// expansion changed the tree, it is marshalled again and that text decoded:
+// yaml.v3's Node.Decode would drop KnownFields. Errors are mapped back
+// through their key paths to the lines of the file.
+func (p *parser) decode(root *yaml.Node, data []byte, changed bool, cfg *Config) {
+	text, dec := data, p.src
+	if changed {
+		out, err := yaml.Marshal(root)
+		if err == nil {
+			var again *yaml.Node
+			if again, err = parseDocument(out); err == nil {
+				text, dec = out, newIndex(again)
+			}
+		}
+		if err != nil {
+			p.failAt(0, "", "cannot re-encode the expanded config: %v", err)
+			return
+		}
+	}
+	d := yaml.NewDecoder(bytes.NewReader(text))
+	d.KnownFields(true)
+	err := d.Decode(cfg)
+	var te *yaml.TypeError
+	switch {
+	case errors.As(err, &te):
+		for _, msg := range te.Errors {
+			p.errs = append(p.errs, p.translate(msg, dec))
+		}
+	case err != nil:
+		p.failAt(yamlErrLine(err), "", "%v", err)
+	}
+}
+
+var (
+	errLineRE   = regexp.MustCompile(`(?s)^line (\d+): (.*)$`)
+	unmarshalRE = regexp.MustCompile("(?s)^cannot unmarshal (\\S+)( `(.*)`)? into (.+)$")
+)
+
+// translate turns one of yaml's error texts into a FieldError. dec indexes
+// the text that was decoded.
+func (p *parser) translate(msg string, dec *index) FieldError {
+	m := errLineRE.FindStringSubmatch(msg)
+	if m == nil {
+		return FieldError{File: p.file, Msg: msg}
+	}
+	line, _ := strconv.Atoi(m[1])
+	text := m[2]
+	if rest, ok := strings.CutPrefix(text, posMark); ok { // nodeError
+		if head, body, ok := strings.Cut(rest, posMark); ok {
+			f := strings.SplitN(head, ":", 4)
+			if len(f) == 4 {
+				l, _ := strconv.Atoi(f[0])
+				c, _ := strconv.Atoi(f[1])
+				k, _ := strconv.Atoi(f[2])
+				if path, ok := dec.byPos[pos{l, c, yaml.Kind(k)}]; ok {
+					if f[3] != "" {
+						return p.at(join(path, f[3]), p.src.line(path), body)
+					}
+					return p.at(path, p.valueLine(path), body)
+				}
+			}
+			text = body
+		}
+	}
+	if rest, ok := strings.CutPrefix(text, "field "); ok {
+		if key, _, ok := strings.Cut(rest, " not found in type "); ok {
+			if path, ok := dec.keys[keyAt{line, key}]; ok {
+				return p.at(path, p.src.line(path), p.unknownKey(path))
+			}
+		}
+	}
+	if um := unmarshalRE.FindStringSubmatch(text); um != nil {
+		if path, ok := p.match(dec, line, um[1], um[3], um[2] != ""); ok {
+			n := p.src.byPath[path].val
+			for n.Kind == yaml.AliasNode && n.Alias != nil {
+				n = n.Alias
+			}
+			t, _ := p.typeAt(path)
+			return p.at(path, p.valueLine(path), friendly(t, n, um[4]))
+		}
+	}
+	if es := dec.onLine[line]; len(es) == 1 {
+		return p.at(es[0].path, p.valueLine(es[0].path), text)
+	}
+	if dec != p.src {
+		line = 0 // a line of the re-encoded text means nothing to the reader
+	}
+	return FieldError{File: p.file, Line: line, Msg: text}
+}
+
+func (p *parser) at(path string, line int, msg string) FieldError {
+	return FieldError{File: p.file, Line: line, Path: path, Msg: msg}
+}
+
+// valueLine is the line of a single value at path (which may sit on the line
+// after its key), else the line of its key.
+func (p *parser) valueLine(path string) int {
+	if e, ok := p.src.byPath[path]; ok && e.val.Kind == yaml.ScalarNode {
+		return e.val.Line
+	}
+	return p.src.line(path)
+}
+
+// match finds the value a "cannot unmarshal TAG `VALUE`" error of line is
+// about: yaml gives the tag and the first characters of the value only.
+func (p *parser) match(dec *index, line int, tag, value string, hasValue bool) (string, bool) {
+	if p.used == nil {
+		p.used = map[string]bool{}
+	}
+	fits := func(n *yaml.Node) bool {
+		if n.ShortTag() != tag {
+			return false
+		}
+		if !hasValue {
+			return true
+		}
+		if v, cut := strings.CutSuffix(value, "..."); cut && len(n.Value) > 10 {
+			return strings.HasPrefix(n.Value, v)
+		}
+		return n.Value == value
+	}
+	for pass := 0; pass < 2; pass++ {
+		for _, e := range dec.onLine[line] {
+			if !p.used[e.path] && (pass == 1 || fits(e.val)) {
+				p.used[e.path] = true
+				return e.path, true
+			}
+		}
+	}
+	return "", false
+}
+
+// friendly says what a key of Go type t (nil when unknown; goType is yaml's
+// name for it) expects, given node n.
+func friendly(t reflect.Type, n *yaml.Node, goType string) string {
+	got := "a " + kindName(n)
+	if n.Kind == yaml.ScalarNode {
+		got = fmt.Sprintf("%.64q", n.Value)
+	}
+	kind := reflect.Invalid
+	if t != nil {
+		for t.Kind() == reflect.Pointer {
+			t = t.Elem()
+		}
+		kind = t.Kind()
+	}
+	switch kind {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		if bits := t.Bits(); bits < 64 && n.ShortTag() == "!!int" {
+			return fmt.Sprintf("must be a whole number from %d to %d, not %s", -1<<(bits-1), 1<<(bits-1)-1, n.Value)
+		}
+		return "expected a whole number, got " + got
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
+		if bits := t.Bits(); bits < 64 && n.ShortTag() == "!!int" {
+			return fmt.Sprintf("must be a whole number from 0 to %d, not %s", uint64(math.MaxUint64)>>(64-bits), n.Value)
+		}
+		if n.ShortTag() == "!!int" {
+			return "must be a whole number >= 0, not " + n.Value
+		}
+		return "expected a whole number, got " + got
+	case reflect.Float32, reflect.Float64:
+		return "expected a number, got " + got
+	case reflect.Bool:
+		return "expected true or false, got " + got
+	case reflect.String:
+		return "expected a single value, got " + got
+	case reflect.Slice, reflect.Array:
+		return "expected a list, got " + got
+	case reflect.Map:
+		return "expected a mapping, got " + got
+	case reflect.Struct:
+		if t == sensorType {
+			return "expected a mapping of keys (name:, type:, ...), got " + got
+		}
+		return "expected a mapping of keys, got " + got
+	}
+	return fmt.Sprintf("cannot be read as %s from %s", goType, got)
+}
+
+// unknownKey is the message for a key that path's parent does not have.
+func (p *parser) unknownKey(path string) string {
+	i := lastSep(path)
+	parent, key := "", path
+	if i >= 0 {
+		parent, key = path[:i], path[i+1:]
+	}
+	t, ok := p.typeAt(parent)
+	if !ok {
+		return "unknown key"
+	}
+	known := p.keysOf(t, parent)
+	names := make([]string, 0, len(known))
+	for k := range known {
+		names = append(names, k)
+	}
+	if t == sensorType {
+		return fmt.Sprintf("unknown key for a sensor of type %s%s", p.sensorTypeAt(parent), suggest(key, names))
+	}
+	return "unknown key" + suggest(key, names)
+}
+
+// refuseFractions reports a number with a fraction given for a whole-number
+// key (yaml.v3 would cut 1.5 to 1 without a word), and nulls it so that it is
+// reported once. It reports whether the tree changed.
+func (p *parser) refuseFractions() bool {
+	var found []entry
+	for path, e := range p.src.byPath {
+		if e.val.Kind != yaml.ScalarNode || e.val.ShortTag() != "!!float" {
+			continue
+		}
+		t, ok := p.typeAt(path)
+		if !ok || reflect.PointerTo(t).Implements(unmarshalerType) {
+			continue
+		}
+		switch t.Kind() {
+		case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+			reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+			found = append(found, entry{path: path, val: e.val})
+		}
+	}
+	sort.Slice(found, func(i, j int) bool { return found[i].path < found[j].path })
+	for _, e := range found {
+		p.failAt(e.val.Line, e.path, "expected a whole number, got %.64q", e.val.Value)
+		*e.val = yaml.Node{Kind: yaml.ScalarNode, Tag: "!!null", Line: e.val.Line, Column: e.val.Column}
+	}
+	return len(found) > 0
 }
 
 var (
 	unmarshalerType = reflect.TypeOf((*yaml.Unmarshaler)(nil)).Elem()
 	sensorType      = reflect.TypeOf(Sensor{})
+	plainType       = reflect.TypeOf(plainSensor{})
 )
 
-// fail records an error at node n, or at the key of path when n is a
-// mapping or list (whose own line is that of its first entry).
-func (d *decoder) fail(n *yaml.Node, path, format string, args ...any) {
-	line := 0
-	if n != nil {
-		line = n.Line
-		if l, ok := d.lines[path]; ok && (n.Kind == yaml.MappingNode || n.Kind == yaml.SequenceNode) {
-			line = l
+// typeAt is the Go type a key path decodes into: struct fields by their
+// yaml key, list items, map values; in a sensor entry, its type's keys too.
+func (p *parser) typeAt(path string) (reflect.Type, bool) {
+	t := reflect.TypeOf(Config{})
+	at := ""
+	for _, seg := range splitPath(path) {
+		for t.Kind() == reflect.Pointer {
+			t = t.Elem()
+		}
+		switch {
+		case seg[0] == '[':
+			if t.Kind() != reflect.Slice {
+				return nil, false
+			}
+			t = t.Elem()
+			at += seg
+		case t.Kind() == reflect.Map:
+			t = t.Elem()
+			at = join(at, seg)
+		case t.Kind() == reflect.Struct:
+			ft, ok := p.keysOf(t, at)[seg]
+			if !ok {
+				return nil, false
+			}
+			t = ft
+			at = join(at, seg)
+		default:
+			return nil, false
 		}
 	}
-	d.errs = append(d.errs, FieldError{File: d.file, Line: line, Path: path, Msg: fmt.Sprintf(format, args...)})
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	return t, true
 }
 
-func (d *decoder) tooMany() bool {
-	d.nodes++
-	if d.nodes == maxNodes+1 {
-		d.errs = append(d.errs, FieldError{File: d.file, Msg: fmt.Sprintf("more than %d YAML nodes (aliases included); refusing to expand", maxNodes)})
-	}
-	return d.nodes > maxNodes
-}
-
-func (d *decoder) decodeRoot(root *yaml.Node, cfg *Config) {
-	d.decode(root, reflect.ValueOf(cfg).Elem(), "")
-}
-
-func join(path, key string) string {
-	if path == "" {
-		return key
-	}
-	return path + "." + key
-}
-
-// decode stores node n into v, whose key path is path.
-func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
-	if d.tooMany() {
-		return
-	}
-	if n.Kind == yaml.AliasNode {
-		d.decode(n.Alias, v, path)
-		return
-	}
-	if isNull(n) {
-		return // a key with no value keeps its default
-	}
-	if v.CanAddr() && v.Addr().Type().Implements(unmarshalerType) {
-		if err := v.Addr().Interface().(yaml.Unmarshaler).UnmarshalYAML(n); err != nil {
-			d.fail(n, path, "%s", err.Error())
+// splitPath splits "sensors[1].offset.temperature" into "sensors", "[1]",
+// "offset", "temperature".
+func splitPath(path string) []string {
+	var out []string
+	for _, part := range strings.Split(path, ".") {
+		for part != "" {
+			i := strings.IndexByte(part[1:], '[') + 1
+			if i == 0 {
+				out = append(out, part)
+				break
+			}
+			out = append(out, part[:i])
+			part = part[i:]
 		}
-		return
-	}
-	switch v.Kind() {
-	case reflect.Struct:
-		if v.Type() == sensorType {
-			d.decodeSensor(n, v.Addr().Interface().(*Sensor), path)
-			return
-		}
-		d.decodeStruct(n, v, path, nil)
-	case reflect.Pointer:
-		if v.IsNil() {
-			v.Set(reflect.New(v.Type().Elem()))
-		}
-		d.decode(n, v.Elem(), path)
-	case reflect.Slice:
-		if n.Kind != yaml.SequenceNode {
-			d.fail(n, path, "expected a list, got a %s", kindName(n))
-			return
-		}
-		s := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
-		for i, c := range n.Content {
-			p := fmt.Sprintf("%s[%d]", path, i)
-			d.lines[p] = c.Line
-			d.decode(c, s.Index(i), p)
-		}
-		v.Set(s)
-	case reflect.Map:
-		if n.Kind != yaml.MappingNode {
-			d.fail(n, path, "expected a mapping, got a %s", kindName(n))
-			return
-		}
-		m := reflect.MakeMap(v.Type())
-		d.eachKey(n, path, func(key string, k, val *yaml.Node) {
-			p := join(path, key)
-			d.lines[p] = k.Line
-			e := reflect.New(v.Type().Elem()).Elem()
-			d.decode(val, e, p)
-			m.SetMapIndex(reflect.ValueOf(key), e)
-		})
-		v.Set(m)
-	default:
-		d.decodeScalar(n, v, path)
-	}
-}
-
-// eachKey calls f for every key of a mapping, refusing duplicate, non-scalar
-// and merge ("<<") keys.
-func (d *decoder) eachKey(n *yaml.Node, path string, f func(key string, k, v *yaml.Node)) {
-	seen := map[string]int{}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, val := n.Content[i], n.Content[i+1]
-		if k.Kind != yaml.ScalarNode {
-			d.fail(k, path, "a key must be a plain word, not a %s", kindName(k))
-			continue
-		}
-		if k.ShortTag() == "!!merge" {
-			d.fail(k, path, "merge keys (<<) are not supported; write the keys out")
-			continue
-		}
-		if line, dup := seen[k.Value]; dup {
-			d.fail(k, join(path, k.Value), "key given twice (first at line %d)", line)
-			continue
-		}
-		seen[k.Value] = k.Line
-		f(k.Value, k, val)
-	}
-}
-
-// fieldsOf maps yaml keys to struct field indexes.
-func fieldsOf(t reflect.Type) map[string]int {
-	out := map[string]int{}
-	for i := 0; i < t.NumField(); i++ {
-		f := t.Field(i)
-		tag := strings.Split(f.Tag.Get("yaml"), ",")[0]
-		if tag == "" || tag == "-" || !f.IsExported() {
-			continue
-		}
-		out[tag] = i
 	}
 	return out
 }
 
-// decodeStruct decodes a mapping into a struct. Keys for which skip returns
-// true are left for another decoder (a sensor type's own keys).
-func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string, skip func(string) bool) {
-	if n.Kind != yaml.MappingNode {
-		d.fail(n, path, "expected a mapping of keys, got a %s", kindName(n))
-		return
+// keysOf lists the yaml keys of struct type t at path with their types; for
+// a sensor entry, the common keys and those of its type.
+func (p *parser) keysOf(t reflect.Type, path string) map[string]reflect.Type {
+	keys := map[string]reflect.Type{}
+	addFields(keys, t)
+	if t == sensorType {
+		if src, ok := sensors.NewConfig(p.sensorTypeAt(path)); ok {
+			addFields(keys, reflect.TypeOf(src))
+		}
 	}
-	fields := fieldsOf(v.Type())
-	d.eachKey(n, path, func(key string, k, val *yaml.Node) {
-		if skip != nil && skip(key) {
-			return
-		}
-		p := join(path, key)
-		i, ok := fields[key]
-		if !ok {
-			d.fail(k, p, "unknown key%s", suggest(key, fields))
-			return
-		}
-		d.lines[p] = k.Line
-		d.decode(val, v.Field(i), p)
-	})
+	return keys
 }
 
-// decodeSensor decodes one sensor entry: the common keys into s, the rest
-// into the config of the sensor's type, each strictly.
-func (d *decoder) decodeSensor(n *yaml.Node, s *Sensor, path string) {
-	if n.Kind != yaml.MappingNode {
-		d.fail(n, path, "expected a mapping of keys (name:, type:, ...), got a %s", kindName(n))
+// sensorTypeAt is the type: written in the sensor entry at path.
+func (p *parser) sensorTypeAt(path string) string {
+	if e, ok := p.src.byPath[path+".type"]; ok && e.val.Kind == yaml.ScalarNode {
+		return e.val.Value
+	}
+	return ""
+}
+
+// addFields adds the yaml keys of struct type t (inline fields flattened).
+func addFields(keys map[string]reflect.Type, t reflect.Type) {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t.Kind() != reflect.Struct {
 		return
 	}
-	s.Type = "simulated"
-	typeLine := n.Line
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		if n.Content[i].Value == "type" {
-			typeLine = n.Content[i].Line
-			if tn := n.Content[i+1]; tn.Kind == yaml.ScalarNode && !isNull(tn) {
-				s.Type = tn.Value
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		if !f.IsExported() {
+			continue
+		}
+		name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		switch {
+		case name == "-":
+		case strings.Contains(","+opts+",", ",inline,"):
+			addFields(keys, f.Type)
+		case name == "":
+			keys[strings.ToLower(f.Name)] = f.Type
+		default:
+			keys[name] = f.Type
+		}
+	}
+}
+
+// plainSensor is Sensor without its UnmarshalYAML: the common keys of an
+// entry, decoded by yaml itself.
+type plainSensor Sensor
+
+// UnmarshalYAML decodes one sensor entry: the common keys and the keys of its
+// type together, strictly, so that a misspelt key of either is an error.
+// (This form of the method keeps the decoder's KnownFields.) An entry without
+// a known type gets its common keys only; Parse reports the type itself.
+func (s *Sensor) UnmarshalYAML(unmarshal func(any) error) error {
+	var keys map[string]yaml.Node
+	if err := unmarshal(&keys); err != nil {
+		return err
+	}
+	var src sensors.Config
+	if tn, ok := keys["type"]; ok && tn.Kind == yaml.ScalarNode {
+		src, _ = sensors.NewConfig(tn.Value)
+	}
+	if src == nil {
+		return s.decodeCommon(keys)
+	}
+	return s.decodeWith(src, unmarshal)
+}
+
+// decodeCommon decodes only the common keys: without a known type, the other
+// keys cannot be told from misspellings.
+func (s *Sensor) decodeCommon(keys map[string]yaml.Node) error {
+	common := map[string]reflect.Type{}
+	addFields(common, plainType)
+	only := &yaml.Node{Kind: yaml.MappingNode}
+	for k := range common {
+		if v, ok := keys[k]; ok {
+			only.Content = append(only.Content, &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: k}, &v)
+		}
+	}
+	return only.Decode((*plainSensor)(s))
+}
+
+// checkSensorTypes reports a sensor entry whose type is missing or unknown.
+func (p *parser) checkSensorTypes() {
+	for i := 0; ; i++ {
+		path := fmt.Sprintf("sensors[%d]", i)
+		e, ok := p.src.byPath[path]
+		if !ok {
+			return
+		}
+		if n := e.val; n.Kind != yaml.MappingNode && (n.Kind != yaml.AliasNode || n.Alias == nil || n.Alias.Kind != yaml.MappingNode) {
+			continue // reported by decoding
+		}
+		t, ok := p.src.byPath[path+".type"]
+		switch {
+		case !ok || isNull(t.val):
+			p.failAt(p.src.line(path), path+".type", "is required (one of %s)", strings.Join(sensors.Types(), ", "))
+		case t.val.Kind != yaml.ScalarNode:
+			// reported by decoding
+		default:
+			if _, known := sensors.NewConfig(t.val.Value); !known {
+				p.failAt(t.val.Line, path+".type", "unknown sensor type %.64q (known: %s)", t.val.Value, strings.Join(sensors.Types(), ", "))
 			}
 		}
 	}
-	sv := reflect.ValueOf(s).Elem()
-	common := fieldsOf(sensorType)
-	src, ok := sensors.NewConfig(s.Type)
-	if !ok {
-		d.errs = append(d.errs, FieldError{File: d.file, Line: typeLine, Path: join(path, "type"),
-			Msg: fmt.Sprintf("unknown sensor type %q (known: %s)", s.Type, strings.Join(sensors.Types(), ", "))})
-	} else {
-		s.Source = src
-	}
-	var srcv reflect.Value
-	own := map[string]int{}
-	if rv := reflect.ValueOf(src); src != nil && rv.Kind() == reflect.Pointer && rv.Elem().Kind() == reflect.Struct {
-		srcv = rv.Elem()
-		own = fieldsOf(srcv.Type())
-	}
-	d.eachKey(n, path, func(key string, k, val *yaml.Node) {
-		p := join(path, key)
-		if i, ok := common[key]; ok {
-			d.lines[p] = k.Line
-			d.decode(val, sv.Field(i), p)
-			return
-		}
-		if src == nil {
-			return // the type is unknown, and so are its keys
-		}
-		if i, ok := own[key]; ok && srcv.IsValid() {
-			d.lines[p] = k.Line
-			d.decode(val, srcv.Field(i), p)
-			return
-		}
-		all := map[string]int{}
-		for k, i := range common {
-			all[k] = i
-		}
-		for k, i := range own {
-			all[k] = i
-		}
-		d.fail(k, p, "unknown key for a sensor of type %s%s", s.Type, suggest(key, all))
-	})
 }
 
-func (d *decoder) decodeScalar(n *yaml.Node, v reflect.Value, path string) {
-	if n.Kind != yaml.ScalarNode {
-		d.fail(n, path, "expected a single value, got a %s", kindName(n))
-		return
+// decodeWith decodes the common keys and those of src's type together. A
+// config that is not a pointer to a struct has no keys of its own.
+func (s *Sensor) decodeWith(src sensors.Config, unmarshal func(any) error) error {
+	own := reflect.ValueOf(src)
+	if own.Kind() != reflect.Pointer || own.Elem().Kind() != reflect.Struct {
+		own = reflect.ValueOf(&struct{}{})
 	}
-	switch v.Kind() {
-	case reflect.String:
-		v.SetString(n.Value)
-	case reflect.Bool:
-		b, err := strconv.ParseBool(n.Value)
-		if err != nil {
-			d.fail(n, path, "expected true or false, got %q", n.Value)
-			return
-		}
-		v.SetBool(b)
-	case reflect.Int, reflect.Int64, reflect.Int32:
-		if n.ShortTag() != "!!int" {
-			d.fail(n, path, "expected a whole number, got %q", n.Value)
-			return
-		}
-		var i int64
-		if err := n.Decode(&i); err != nil || v.OverflowInt(i) {
-			d.fail(n, path, "expected a whole number, got %q", n.Value)
-			return
-		}
-		v.SetInt(i)
-	case reflect.Float64:
-		if t := n.ShortTag(); t != "!!int" && t != "!!float" {
-			d.fail(n, path, "expected a number, got %q", n.Value)
-			return
-		}
-		var f float64
-		if err := n.Decode(&f); err != nil {
-			d.fail(n, path, "expected a number, got %q", n.Value)
-			return
-		}
-		v.SetFloat(f)
-	default:
-		d.fail(n, path, "cannot decode into %s", v.Type())
+	t, err := entryType(own.Elem().Type())
+	if err != nil {
+		return err
 	}
+	v := reflect.New(t).Elem()
+	v.Field(0).Set(reflect.ValueOf(plainSensor(*s)))
+	v.Field(1).Set(own.Elem()) // the type's own defaults
+	err = unmarshal(v.Addr().Interface())
+	*s = Sensor(v.Field(0).Interface().(plainSensor))
+	own.Elem().Set(v.Field(1))
+	s.Source = src
+	return err
+}
+
+var entryTypes sync.Map // source config struct type -> reflect.Type of the entry
+
+// entryType is a struct of the common keys and own's keys, both inline.
+func entryType(own reflect.Type) (reflect.Type, error) {
+	if t, ok := entryTypes.Load(own); ok {
+		return t.(reflect.Type), nil
+	}
+	common, mine := map[string]reflect.Type{}, map[string]reflect.Type{}
+	addFields(common, plainType)
+	addFields(mine, own)
+	for k := range mine {
+		if _, clash := common[k]; clash {
+			return nil, fmt.Errorf("sensor config %s: key %q is already a common sensor key", own, k)
+		}
+	}
+	t := reflect.StructOf([]reflect.StructField{
+		{Name: "Common", Type: plainType, Tag: `yaml:",inline"`},
+		{Name: "Own", Type: own, Tag: `yaml:",inline"`},
+	})
+	entryTypes.Store(own, t)
+	return t, nil
 }
 
 // suggest returns ` (did you mean "x"?)` for the closest known key, or the
 // list of known keys when nothing is close.
-func suggest(key string, known map[string]int) string {
+func suggest(key string, known []string) string {
+	sort.Strings(known)
 	best, bestD := "", 1<<30
-	names := make([]string, 0, len(known))
-	for k := range known {
-		names = append(names, k)
-		if dd := editDistance(key, k); dd < bestD || dd == bestD && k < best {
+	for _, k := range known {
+		if dd := editDistance(key, k); dd < bestD {
 			best, bestD = k, dd
 		}
 	}
 	if best != "" && bestD <= 2 && bestD < len(key) {
 		return fmt.Sprintf(" (did you mean %q?)", best)
 	}
-	sort.Strings(names)
-	return " (known keys: " + strings.Join(names, ", ") + ")"
+	return " (known keys: " + strings.Join(known, ", ") + ")"
 }
 
 func editDistance(a, b string) int {

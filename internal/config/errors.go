@@ -3,6 +3,8 @@ package config
 import (
 	"fmt"
 	"strings"
+
+	"gopkg.in/yaml.v3"
 )
 
 // FieldError is one problem in the config file, at a line and a key.
@@ -42,3 +44,17 @@ func (es Errors) Error() string {
 	}
 	return strings.Join(lines, "\n")
 }
+
+// nodeError is how this package's types (Duration, ByteSize, a sensor entry)
+// report a bad value to yaml: as a *yaml.TypeError, so that yaml goes on
+// decoding and every error of the file is collected, whose text carries the
+// node's exact position for Parse to map back to the key path. sub names a
+// key below the node ("type" of a sensor entry) or is "".
+func nodeError(n *yaml.Node, sub, format string, args ...any) *yaml.TypeError {
+	return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: %s%d:%d:%d:%s%s%s",
+		n.Line, posMark, n.Line, n.Column, n.Kind, sub, posMark, fmt.Sprintf(format, args...))}}
+}
+
+// posMark delimits the position in a nodeError's text; it cannot occur in a
+// YAML document.
+const posMark = "\x00"

@@ -26,7 +26,7 @@ func FuzzParse(f *testing.F) {
 		return "", false
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		c, err := parse("fuzz.yaml", data, env, false)
+		c, err := Parse("fuzz.yaml", data, env)
 		if err != nil {
 			for _, line := range strings.Split(err.Error(), "\n") {
 				if !strings.HasPrefix(line, "fuzz.yaml") {

@@ -1,35 +1,34 @@
 package config
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
 	"io"
 	"os"
-	"regexp"
 	"sort"
-	"strconv"
-
-	"gopkg.in/yaml.v3"
+	"strings"
 )
 
 // MaxFileSize bounds the config file; a larger one is refused rather than
 // parsed, since it is surely not a hand-written config.
 const MaxFileSize = 1 << 20
 
-// maxNodes bounds the YAML nodes visited, aliases included, so that a file
-// of nested aliases ("billion laughs") cannot exhaust memory.
-const maxNodes = 100000
-
-// Load reads, decodes and validates the config file at path. The error, if
-// any, is an Errors value listing every problem with its file, line and key,
-// or a plain error when the file cannot be read at all.
+// Load reads the config file at path, parses it (Parse) and checks it
+// against the system (Probe): what -check and the start of the daemon do.
+// The error, if any, is an Errors value listing every problem with its file,
+// line and key, or a plain error when the file cannot be read at all.
 func Load(path string) (*Config, error) {
 	data, err := readLimited(path)
 	if err != nil {
 		return nil, fmt.Errorf("reading config file %s: %w", path, err)
 	}
-	return Parse(path, data, os.LookupEnv)
+	cfg, err := Parse(path, data, os.LookupEnv)
+	if err != nil {
+		return nil, err
+	}
+	if err := Probe(cfg); err != nil {
+		return nil, err
+	}
+	return cfg, nil
 }
 
 func readLimited(path string) ([]byte, error) {
@@ -48,16 +47,13 @@ func readLimited(path string) ([]byte, error) {
 	return data, nil
 }
 
-// Parse decodes and validates a config held in memory. name is used in error
-// messages; lookupEnv resolves ${NAME}.
+// Parse decodes a config held in memory, applies the defaults, validates it
+// and resolves what the daemon reads (see Sensor.Publish). It only computes:
+// no listens, no host lookups, no file reads (Probe does those), so that it
+// can check the running daemon's own file. name is used in error messages;
+// lookupEnv resolves ${NAME}.
 func Parse(name string, data []byte, lookupEnv func(string) (string, bool)) (*Config, error) {
-	return parse(name, data, lookupEnv, true)
-}
-
-// parse is Parse; probe false skips the checks that touch the network (host
-// lookups, trial listens), for the fuzzer.
-func parse(name string, data []byte, lookupEnv func(string) (string, bool), probe bool) (*Config, error) {
-	d := &decoder{file: name, lines: map[string]int{}}
+	p := &parser{file: name}
 	cfg := Default()
 	cfg.File = name
 
@@ -65,166 +61,62 @@ func parse(name string, data []byte, lookupEnv func(string) (string, bool), prob
 	if err != nil {
 		return nil, Errors{{File: name, Line: yamlErrLine(err), Msg: err.Error()}}
 	}
+	if root != nil && expandedSize(root, maxNodes) > maxNodes {
+		return nil, Errors{{File: name, Msg: fmt.Sprintf("more than %d YAML nodes (aliases included); refusing to expand", maxNodes)}}
+	}
+	changed := p.checkKeys(root, "")
+	changed = p.expandEnv(root, lookupEnv) || changed
+	p.src = newIndex(root)
+	changed = p.refuseFractions() || changed
 	if root != nil {
-		d.expandEnv(root, lookupEnv)
-		if len(d.errs) == 0 {
-			d.decodeRoot(root, cfg)
-		}
+		p.decode(root, data, changed, cfg)
+		p.checkSensorTypes()
 	}
-	if len(d.errs) > 0 {
-		return nil, d.errs
+	if len(p.errs) > 0 {
+		return nil, sorted(p.errs)
 	}
-	if _, ok := d.lines["sensors"]; !ok {
+	if !p.src.has("sensors") {
 		cfg.Sensors = defaultSensors()
 	}
-	v := &validator{file: name, lines: d.lines, probe: probe}
-	v.complete(cfg)
+	resolve(cfg, p.src.has)
+	v := &validator{file: name, src: p.src}
 	v.validate(cfg)
 	if len(v.errs) > 0 {
-		sort.SliceStable(v.errs, func(i, j int) bool { return v.errs[i].Line < v.errs[j].Line })
-		return nil, v.errs
+		return nil, sorted(v.errs)
 	}
+	cfg.src = p.src
 	return cfg, nil
 }
 
-// parseDocument returns the top mapping node, or nil for an empty document.
-func parseDocument(data []byte) (*yaml.Node, error) {
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	var doc yaml.Node
-	if err := dec.Decode(&doc); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, nil // empty file: every default
-		}
-		return nil, err
-	}
-	var extra yaml.Node
-	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
-		line := extra.Line
-		if err != nil {
-			return nil, err
-		}
-		return nil, fmt.Errorf("yaml: line %d: a second YAML document; a config file holds one", line)
-	}
-	if doc.Kind != yaml.DocumentNode || len(doc.Content) == 0 {
-		return nil, nil
-	}
-	root := doc.Content[0]
-	if isNull(root) {
-		return nil, nil
-	}
-	if root.Kind != yaml.MappingNode {
-		return nil, fmt.Errorf("yaml: line %d: the config must be a mapping of keys (gateway:, broker:, ...), not a %s", root.Line, kindName(root))
-	}
-	return root, nil
+// sorted orders errors by line, keeping the order of those on one line.
+func sorted(errs Errors) Errors {
+	sort.SliceStable(errs, func(i, j int) bool { return errs[i].Line < errs[j].Line })
+	return errs
 }
 
-var yamlLineRE = regexp.MustCompile(`line (\d+)`)
-
-func yamlErrLine(err error) int {
-	m := yamlLineRE.FindStringSubmatch(err.Error())
-	if m == nil {
-		return 0
+// ReadPassword returns the password to connect with: password, or the
+// content of password_file read now (its trailing newline removed), so that
+// a rotated password applies at the next connect. The session calls it at
+// each connect.
+func (b Broker) ReadPassword() (Secret, error) {
+	if b.PasswordFile == "" {
+		return b.Password, nil
 	}
-	n, _ := strconv.Atoi(m[1])
-	return n
+	pw, err := readPasswordFile(b.PasswordFile)
+	if err != nil {
+		return "", fmt.Errorf("broker.password_file: %w", err)
+	}
+	return pw, nil
 }
 
-func isNull(n *yaml.Node) bool {
-	return n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null"
-}
-
-// expandEnv replaces ${NAME} in every scalar value (not in keys). "$${" stands
-// for a literal "${"; a "$" not followed by "{" is left alone, as in "$SYS/#".
-func (d *decoder) expandEnv(n *yaml.Node, lookup func(string) (string, bool)) {
-	seen := map[*yaml.Node]bool{}
-	var walk func(n *yaml.Node)
-	walk = func(n *yaml.Node) {
-		if n == nil || seen[n] || d.tooMany() {
-			return
-		}
-		seen[n] = true
-		switch n.Kind {
-		case yaml.MappingNode:
-			for i := 1; i < len(n.Content); i += 2 {
-				walk(n.Content[i])
-			}
-		case yaml.SequenceNode, yaml.DocumentNode:
-			for _, c := range n.Content {
-				walk(c)
-			}
-		case yaml.AliasNode:
-			walk(n.Alias)
-		case yaml.ScalarNode:
-			out, err := expand(n.Value, lookup)
-			if err != nil {
-				d.errs = append(d.errs, FieldError{File: d.file, Line: n.Line, Msg: err.Error()})
-				return
-			}
-			if out != n.Value {
-				n.Value = out
-				if n.Style == 0 || n.Style == yaml.TaggedStyle {
-					// A plain ${QOS} should still decode as a number: let
-					// yaml resolve the tag from the expanded text.
-					n.Tag = ""
-				}
-			}
-		}
+func readPasswordFile(path string) (Secret, error) {
+	data, err := readLimited(path)
+	if err != nil {
+		return "", fmt.Errorf("cannot read: %w", unwrapPath(err))
 	}
-	walk(n)
-}
-
-// expand performs ${NAME} substitution on one string.
-func expand(s string, lookup func(string) (string, bool)) (string, error) {
-	if !containsDollarBrace(s) {
-		return s, nil
+	pw := strings.TrimRight(string(data), "\r\n")
+	if pw == "" {
+		return "", fmt.Errorf("%s is empty", path)
 	}
-	var b []byte
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c != '$' {
-			b = append(b, c)
-			continue
-		}
-		if i+2 < len(s) && s[i+1] == '$' && s[i+2] == '{' { // $${ -> ${
-			b = append(b, '$', '{')
-			i += 2
-			continue
-		}
-		if i+1 >= len(s) || s[i+1] != '{' {
-			b = append(b, c)
-			continue
-		}
-		end := -1
-		for j := i + 2; j < len(s); j++ {
-			if s[j] == '}' {
-				end = j
-				break
-			}
-		}
-		if end < 0 {
-			return "", fmt.Errorf("unterminated ${ in %q", s)
-		}
-		name := s[i+2 : end]
-		if !envNameRE.MatchString(name) {
-			return "", fmt.Errorf("invalid environment variable name %q in %q", name, s)
-		}
-		val, ok := lookup(name)
-		if !ok {
-			return "", fmt.Errorf("environment variable %s is not set (write $${%s} for a literal ${%s})", name, name, name)
-		}
-		b = append(b, val...)
-		i = end
-	}
-	return string(b), nil
-}
-
-var envNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
-
-func containsDollarBrace(s string) bool {
-	for i := 0; i+1 < len(s); i++ {
-		if s[i] == '$' && s[i+1] == '{' {
-			return true
-		}
-	}
-	return false
+	return Secret(pw), nil
 }

@@ -21,18 +21,19 @@ func (d Duration) D() time.Duration { return time.Duration(d) }
 // String implements fmt.Stringer.
 func (d Duration) String() string { return time.Duration(d).String() }
 
-// UnmarshalYAML implements yaml.Unmarshaler.
+// UnmarshalYAML implements yaml.Unmarshaler. Its errors are *yaml.TypeError,
+// so that decoding goes on and every error of the file is reported.
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind != yaml.ScalarNode {
-		return fmt.Errorf("expected a duration such as 10s, got a %s", kindName(n))
+		return nodeError(n, "", "expected a duration such as 10s, got a %s", kindName(n))
 	}
 	s := strings.TrimSpace(n.Value)
 	if _, err := strconv.ParseFloat(s, 64); err == nil && s != "0" {
-		return fmt.Errorf("duration %q has no unit (write %ss or %sms)", s, s, s)
+		return nodeError(n, "", "duration %q has no unit (write %ss or %sms)", s, s, s)
 	}
 	v, err := time.ParseDuration(s)
 	if err != nil {
-		return fmt.Errorf("invalid duration %q (use Go durations such as 500ms, 10s, 1m)", s)
+		return nodeError(n, "", "invalid duration %.64q (use Go durations such as 500ms, 10s, 1m)", s)
 	}
 	*d = Duration(v)
 	return nil
@@ -52,14 +53,14 @@ var byteUnits = []struct {
 	{"B", 1},
 }
 
-// UnmarshalYAML implements yaml.Unmarshaler.
+// UnmarshalYAML implements yaml.Unmarshaler; errors as Duration's.
 func (b *ByteSize) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind != yaml.ScalarNode {
-		return fmt.Errorf("expected a size such as 64MiB, got a %s", kindName(n))
+		return nodeError(n, "", "expected a size such as 64MiB, got a %s", kindName(n))
 	}
 	v, err := ParseByteSize(n.Value)
 	if err != nil {
-		return err
+		return nodeError(n, "", "%v", err)
 	}
 	*b = ByteSize(v)
 	return nil
@@ -79,7 +80,7 @@ func ParseByteSize(s string) (int64, error) {
 	}
 	f, err := strconv.ParseFloat(num, 64)
 	if err != nil || f != f {
-		return 0, fmt.Errorf("invalid size %q (use bytes or a unit: 512KB, 64MiB, 1GB)", s)
+		return 0, fmt.Errorf("invalid size %.64q (use bytes or a unit: 512KB, 64MiB, 1GB)", s)
 	}
 	total := f * float64(mult)
 	if total < 0 || total > 1<<62 {
@@ -118,17 +119,3 @@ func (s Secret) LogValue() slog.Value { return slog.StringValue(s.String()) }
 
 // Reveal returns the secret itself, for the one place that must send it.
 func (s Secret) Reveal() string { return string(s) }
-
-func kindName(n *yaml.Node) string {
-	switch n.Kind {
-	case yaml.MappingNode:
-		return "mapping"
-	case yaml.SequenceNode:
-		return "list"
-	case yaml.ScalarNode:
-		return "value"
-	case yaml.AliasNode:
-		return "alias"
-	}
-	return "document"
-}

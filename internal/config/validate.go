@@ -1,98 +1,29 @@
 package config
 
 import (
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
 	"net/url"
-	"os"
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 	"unicode/utf8"
 
 	"github.com/gatewayd/gatewayd/internal/sensors"
 )
 
-// validator fills in derived defaults and checks every value, collecting
-// all problems with the line of the key they concern.
+// validator checks every value, collecting all problems with the line of
+// the key they concern. It touches nothing outside the config: Probe does.
 type validator struct {
-	file  string
-	lines map[string]int
-	errs  Errors
-	probe bool // look hosts up and try listens
+	file string
+	src  *index
+	errs Errors
 }
 
 func (v *validator) add(path, format string, args ...any) {
-	v.errs = append(v.errs, FieldError{File: v.file, Line: v.lineOf(path), Path: path, Msg: fmt.Sprintf(format, args...)})
-}
-
-// lineOf finds the line of path, or of its nearest parent that was written.
-func (v *validator) lineOf(path string) int {
-	for p := path; p != ""; {
-		if l, ok := v.lines[p]; ok {
-			return l
-		}
-		i := strings.LastIndexAny(p, ".[")
-		if i < 0 {
-			break
-		}
-		p = p[:i]
-	}
-	return 0
-}
-
-func (v *validator) has(path string) bool { _, ok := v.lines[path]; return ok }
-
-// complete fills in the defaults that depend on other values.
-func (v *validator) complete(c *Config) {
-	if c.Gateway.ID == "" {
-		c.Gateway.ID = hostID()
-	}
-	gw := c.Gateway.ID
-	if c.Broker.ClientID == "" {
-		c.Broker.ClientID = "gatewayd-{gateway}"
-	}
-	c.Broker.ClientID = strings.ReplaceAll(c.Broker.ClientID, "{gateway}", gw)
-	c.Broker.Availability.Topic = strings.ReplaceAll(c.Broker.Availability.Topic, "{gateway}", gw)
-	for i := range c.Subscriptions {
-		c.Subscriptions[i].Topic = strings.ReplaceAll(c.Subscriptions[i].Topic, "{gateway}", gw)
-	}
-	// With the embedded broker on and no broker named, talk to the embedded one.
-	if c.EmbeddedBroker.Enabled && !v.has("broker.urls") {
-		c.Broker.URLs = []string{"tcp://" + c.EmbeddedBroker.Listen}
-		c.Broker.UseEmbedded = true
-	}
-	for i := range c.Sensors {
-		s := &c.Sensors[i]
-		if !v.has(fmt.Sprintf("sensors[%d].interval", i)) {
-			s.Interval = Duration(DefaultInterval)
-		}
-		if !v.has(fmt.Sprintf("sensors[%d].timeout", i)) {
-			s.Timeout = Duration(DefaultReadTimeout)
-			if s.Interval > 0 {
-				s.Timeout = Duration(min(DefaultReadTimeout, s.Interval.D()))
-			}
-		}
-	}
-	if c.Broker.PasswordFile != "" && c.Broker.Password != "" {
-		v.add("broker.password_file", "password and password_file are mutually exclusive; keep one")
-	} else if c.Broker.PasswordFile != "" {
-		b, err := readLimited(c.Broker.PasswordFile)
-		if err != nil {
-			v.add("broker.password_file", "cannot read: %v", unwrapPath(err))
-		} else {
-			pw := strings.TrimRight(string(b), "\r\n")
-			if pw == "" {
-				v.add("broker.password_file", "%s is empty", c.Broker.PasswordFile)
-			}
-			c.Broker.Password = Secret(pw)
-		}
-	}
+	v.errs = append(v.errs, FieldError{File: v.file, Line: v.src.line(path), Path: path, Msg: fmt.Sprintf(format, args...)})
 }
 
 func (v *validator) validate(c *Config) {
@@ -103,6 +34,9 @@ func (v *validator) validate(c *Config) {
 	v.validateSensors(c)
 	v.validateSubscriptions(c.Subscriptions)
 	v.listenAddr("metrics.listen", c.Metrics.Listen)
+	if c.Broker.PasswordFile != "" && c.Broker.Password != "" {
+		v.add("broker.password_file", "password and password_file are mutually exclusive; keep one")
+	}
 	if c.EmbeddedBroker.Enabled {
 		v.listenAddr("embedded_broker.listen", c.EmbeddedBroker.Listen)
 	}
@@ -111,8 +45,8 @@ func (v *validator) validate(c *Config) {
 var nameRE = regexp.MustCompile(`^[a-z0-9_-]{1,64}$`)
 
 func (v *validator) validateGateway(c *Config) {
-	if id := c.Gateway.ID; strings.ContainsAny(id, "+#/\x00") || !utf8.ValidString(id) || len(id) > 128 {
-		v.add("gateway.id", "%q cannot be used in topics (no '+', '#', '/', at most 128 bytes)", id)
+	if id := c.Gateway.ID; strings.ContainsAny(id, "+#/{}\x00") || !utf8.ValidString(id) || len(id) > 128 {
+		v.add("gateway.id", "%.64q cannot be used in topics (no '+', '#', '/', '{', '}', at most 128 bytes)", id)
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
@@ -192,23 +126,11 @@ func (v *validator) validateBroker(b *Broker) {
 }
 
 func (v *validator) validateTLS(t *TLS) {
-	if t.CAFile != "" {
-		pem, err := readLimited(t.CAFile)
-		if err != nil {
-			v.add("broker.tls.ca_file", "cannot read: %v", unwrapPath(err))
-		} else if !x509.NewCertPool().AppendCertsFromPEM(pem) {
-			v.add("broker.tls.ca_file", "%s holds no PEM certificate", t.CAFile)
-		}
-	}
 	switch {
 	case t.CertFile != "" && t.KeyFile == "":
 		v.add("broker.tls.key_file", "cert_file is set, so key_file is needed too")
 	case t.CertFile == "" && t.KeyFile != "":
 		v.add("broker.tls.cert_file", "key_file is set, so cert_file is needed too")
-	case t.CertFile != "":
-		if _, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile); err != nil {
-			v.add("broker.tls.cert_file", "cannot load the client certificate: %v", unwrapPath(err))
-		}
 	}
 }
 
@@ -233,13 +155,6 @@ func (v *validator) validateBuffer(b *Buffer) {
 	if b.MaxInflight < 1 || b.MaxInflight > 65535 {
 		v.add("buffer.max_inflight", "must be 1..65535, not %d", b.MaxInflight)
 	}
-	if b.Dir != "" {
-		if fi, err := os.Stat(b.Dir); err == nil && !fi.IsDir() {
-			v.add("buffer.dir", "%s exists and is not a directory", b.Dir)
-		} else if err != nil && !errors.Is(err, os.ErrNotExist) {
-			v.add("buffer.dir", "%v", unwrapPath(err))
-		}
-	}
 }
 
 func (v *validator) validateSensors(c *Config) {
@@ -258,11 +173,18 @@ func (v *validator) validateSensors(c *Config) {
 			}
 			names[s.Name] = i
 		}
-		if s.Interval.D() < 10*time.Millisecond {
-			v.add(p+".interval", "must be at least 10ms, not %s", s.Interval)
-		}
-		if s.Timeout.D() <= 0 {
-			v.add(p+".timeout", "must be > 0, not %s", s.Timeout)
+		if s.Push() {
+			v.validatePush(p, s)
+		} else {
+			if s.Interval.D() < 10*time.Millisecond {
+				v.add(p+".interval", "must be at least 10ms, not %s", s.Interval)
+			}
+			if s.Timeout.D() <= 0 {
+				v.add(p+".timeout", "must be > 0, not %s", s.Timeout)
+			}
+			if v.src.has(p + ".stale_after") {
+				v.add(p+".stale_after", "applies to push sensors only (a polled sensor is down when its read fails)")
+			}
 		}
 		if s.QoS != nil {
 			v.qos(p+".qos", *s.QoS)
@@ -293,6 +215,19 @@ func (v *validator) validateSensors(c *Config) {
 		if s.Source != nil {
 			v.sourceErrors(p, s.Source.Validate())
 		}
+	}
+}
+
+// validatePush checks the common keys as a push sensor reads them.
+func (v *validator) validatePush(p string, s *Sensor) {
+	if s.Interval.D() < 0 {
+		v.add(p+".interval", "must be >= 0 (the least time between two published readings), not %s", s.Interval)
+	}
+	if v.src.has(p + ".timeout") {
+		v.add(p+".timeout", "does not apply to a sensor of type %s, which is not polled (see stale_after)", s.Type)
+	}
+	if s.StaleAfter.D() < time.Second {
+		v.add(p+".stale_after", "must be at least 1s, not %s", s.StaleAfter)
 	}
 }
 
@@ -404,51 +339,15 @@ func checkTopicFilter(f string) error {
 	return nil
 }
 
-// listenAddr checks a host:port to listen on, and that it can be listened on.
-// An address already in use is not an error here: it may be this daemon's
-// own running instance, and the start reports it if it is still taken.
+// listenAddr checks the form of a host:port to listen on; Probe checks that
+// it can be listened on.
 func (v *validator) listenAddr(path, addr string) {
-	host, port, err := net.SplitHostPort(addr)
+	_, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		v.add(path, "%q is not host:port (e.g. 127.0.0.1:9108)", addr)
+		v.add(path, "%.64q is not host:port (e.g. 127.0.0.1:9108)", addr)
 		return
 	}
 	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
-		v.add(path, "port of %q must be 0..65535", addr)
-		return
+		v.add(path, "port of %.64q must be 0..65535", addr)
 	}
-	if !v.probe {
-		return
-	}
-	if host != "" && net.ParseIP(host) == nil && host != "localhost" {
-		if _, err := net.LookupHost(host); err != nil {
-			v.add(path, "cannot resolve host %q", host)
-			return
-		}
-	}
-	l, err := net.Listen("tcp", addr)
-	if err != nil {
-		if errors.Is(err, syscall.EADDRINUSE) {
-			return
-		}
-		v.add(path, "cannot listen on %s: %v", addr, unwrapSyscall(err))
-		return
-	}
-	l.Close()
-}
-
-func unwrapPath(err error) error {
-	var pe *os.PathError
-	if errors.As(err, &pe) {
-		return fmt.Errorf("%s: %w", pe.Path, pe.Err)
-	}
-	return err
-}
-
-func unwrapSyscall(err error) error {
-	var se *os.SyscallError
-	if errors.As(err, &se) {
-		return se.Err
-	}
-	return err
 }

@@ -27,7 +27,7 @@ import (
 // the daemon builds it from a config, feeding q.
 func benchPoller(b *testing.B, format string, q spool.Queue) (*Poller, *sensor) {
 	b.Helper()
-	yaml := "gateway: {id: bench}\npublish: {format: " + format + "}\nsensors:\n  - {name: living-room, seed: 1}\n"
+	yaml := "gateway: {id: bench}\npublish: {format: " + format + "}\nsensors:\n  - {name: living-room, type: simulated, seed: 1}\n"
 	cfg, err := config.Parse("bench.yaml", []byte(yaml), os.LookupEnv)
 	if err != nil {
 		b.Fatal(err)

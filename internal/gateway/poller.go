@@ -24,7 +24,6 @@ import (
 // Poller reads the sensors and turns their readings into spool records.
 type Poller struct {
 	sensors []*sensor
-	format  string
 	sink    func(*spool.Record) // where finished records go: the spool
 	m       *metrics.Metrics
 	log     *slog.Logger
@@ -36,13 +35,9 @@ type Poller struct {
 // sensor is one configured sensor and its running state. Everything but
 // next and index is touched only by the one read in progress (busy).
 type sensor struct {
-	cfg       config.Sensor
-	src       sensors.Source
-	topicTmpl string
-	gateway   string
-	qos       byte
-	retain    bool
-	series    []*sensorSeries // a few at most: a slice is smaller than a map
+	cfg    config.Sensor // resolved: cfg.Publish is where its readings go
+	src    sensors.Source
+	series []*sensorSeries // a few at most: a slice is smaller than a map
 
 	stats    *metrics.SensorStats
 	failures int          // consecutive failed reads, for the log
@@ -63,7 +58,7 @@ const spreadGroup = 1000
 // NewPoller builds every configured source. q receives the records; the
 // sequence numbers continue from q.Seqs().
 func NewPoller(cfg *config.Config, q spool.Queue, m *metrics.Metrics, log *slog.Logger, live *metrics.Liveness) (*Poller, error) {
-	p := &Poller{format: cfg.Publish.Format, m: m, log: log, live: live, seqs: q.Seqs(), now: time.Now}
+	p := &Poller{m: m, log: log, live: live, seqs: q.Seqs(), now: time.Now}
 	p.sink = func(r *spool.Record) {
 		if d := q.Append(r); d > 0 {
 			m.BufferDropped.Add(float64(d))
@@ -76,25 +71,8 @@ func NewPoller(cfg *config.Config, q spool.Queue, m *metrics.Metrics, log *slog.
 		if err != nil {
 			return nil, fmt.Errorf("sensor %q (type %s): %w", c.Name, c.Type, err)
 		}
-		s := &sensor{
-			cfg:       c,
-			src:       src,
-			topicTmpl: cfg.Publish.Topic,
-			gateway:   cfg.Gateway.ID,
-			qos:       byte(cfg.Publish.QoS),
-			retain:    cfg.Publish.Retain,
-			stats:     m.Sensors.Sensor(c.Name),
-		}
+		s := &sensor{cfg: c, src: src, stats: m.Sensors.Sensor(c.Name)}
 		_, s.instant = src.(sensors.Instant)
-		if c.Topic != "" {
-			s.topicTmpl = c.Topic
-		}
-		if c.QoS != nil {
-			s.qos = byte(*c.QoS)
-		}
-		if c.Retain != nil {
-			s.retain = *c.Retain
-		}
 		p.sensors = append(p.sensors, s)
 	}
 	return p, nil
@@ -245,9 +223,9 @@ func (p *Poller) take(s *sensor, r sensors.Reading, t time.Time) {
 	// reading without an allocation.
 	s.scratch = spool.Record{
 		Topic:   ser.topic,
-		Payload: ser.render(p.format, v, t, ser.seq),
-		QoS:     s.qos,
-		Retain:  s.retain,
+		Payload: ser.render(s.cfg.Publish.Format, v, t, ser.seq),
+		QoS:     s.cfg.Publish.QoS,
+		Retain:  s.cfg.Publish.Retain,
 		Time:    t.UnixNano(),
 		SeqKey:  ser.seqKey,
 		Seq:     ser.seq,
@@ -272,7 +250,7 @@ func (s *sensor) seriesFor(q string, p *Poller) *sensorSeries {
 	}
 	name := s.cfg.Name
 	ser := &sensorSeries{
-		series:      newSeries(renderTopic(s.topicTmpl, s.gateway, name, q), name, q),
+		series:      newSeries(renderTopic(s.cfg.Publish.Topic, q), name, q),
 		SeriesStats: s.stats.Series(q),
 	}
 	ser.seq = p.seqs[ser.seqKey]

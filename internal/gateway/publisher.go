@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/gatewayd/gatewayd/internal/metrics"
@@ -16,7 +17,9 @@ import (
 // at most maxInflight unacknowledged at a time. A record leaves the spool
 // only when its PUBACK came. When a connection is lost, everything that was
 // in flight on it is sent again, in order, on the next one: the broker sees
-// every reading at least once, and the order of each series is kept.
+// every reading at least once, and the order of each series is kept. A
+// reading the broker refuses (MQTT 5) leaves the spool too, counted as
+// refused: a refusal repeats, so retrying it would block its series.
 type Publisher struct {
 	q     spool.Queue
 	sess  *session.Session
@@ -26,14 +29,17 @@ type Publisher struct {
 	stall time.Duration // an ack that takes longer means a dead link
 
 	slots    chan struct{} // one per publish awaiting its acknowledgement
+	freed    chan struct{} // a value after a slot was freed
 	inflight chan flight
+	refusals refusalLog
 }
 
 type flight struct {
-	id   uint64
-	tok  session.Token
-	conn *session.Conn
-	sent time.Time
+	id    uint64
+	topic string
+	tok   session.Token
+	conn  *session.Conn
+	sent  time.Time
 }
 
 // batchSize is how many records the sender takes from the spool at once.
@@ -44,7 +50,7 @@ const batchSize = 64
 // dead (broker.keepalive: a live broker answers a ping within it).
 func NewPublisher(q spool.Queue, sess *session.Session, maxInflight int, stall time.Duration, m *metrics.Metrics, log *slog.Logger, live *metrics.Liveness) *Publisher {
 	return &Publisher{q: q, sess: sess, m: m, log: log, live: live, stall: stall,
-		slots: make(chan struct{}, maxInflight), inflight: make(chan flight, maxInflight)}
+		slots: make(chan struct{}, maxInflight), freed: make(chan struct{}, 1), inflight: make(chan flight, maxInflight)}
 }
 
 // Run publishes until ctx ends. What is in flight then stays in the spool.
@@ -77,6 +83,12 @@ func (p *Publisher) sender(ctx context.Context) {
 			conn, cursor = cur, 0 // a new connection: start again from the oldest
 		}
 		var recs []spool.Record
+		// At most maxInflight unacknowledged, and no more than the
+		// broker's Receive Maximum (MQTT 5).
+		limit := cap(p.slots)
+		if conn != nil && conn.ReceiveMaximum() > 0 {
+			limit = min(limit, conn.ReceiveMaximum())
+		}
 		if conn != nil && !isClosed(conn.Lost()) {
 			recs = p.q.Peek(cursor, buf)
 		}
@@ -99,23 +111,31 @@ func (p *Publisher) sender(ctx context.Context) {
 	batch:
 		for i := range recs {
 			r := &recs[i]
-			// Take a slot before publishing, so that at most maxInflight
-			// publishes are ever unacknowledged.
-			select {
-			case p.slots <- struct{}{}:
-			case <-conn.Lost():
-				break batch
-			case <-ctx.Done():
-				return
+			// Take a slot before publishing, so that at most limit
+			// publishes are ever unacknowledged. Only the sender adds
+			// slots, so below limit (<= cap) the send cannot block.
+			for len(p.slots) >= limit {
+				select {
+				case <-p.freed:
+				case <-conn.Lost():
+					break batch
+				case <-ctx.Done():
+					return
+				}
 			}
-			tok := conn.Publish(r.Topic, r.QoS, r.Retain, r.Payload)
+			p.slots <- struct{}{}
+			flags := session.Expiring
+			if isJSON(r.Payload) {
+				flags |= session.JSON
+			}
+			tok := conn.PublishWith(r.Topic, r.QoS, r.Retain, flags, r.Payload)
 			if r.ID <= maxSent {
 				p.m.MQTTResent.Inc()
 			} else {
 				maxSent = r.ID
 			}
 			cursor = r.ID
-			p.inflight <- flight{id: r.ID, tok: tok, conn: conn, sent: time.Now()} // never blocks: slots bound it
+			p.inflight <- flight{id: r.ID, topic: r.Topic, tok: tok, conn: conn, sent: time.Now()} // never blocks: slots bound it
 		}
 		clear(recs) // drop references to payloads that may be acked soon
 	}
@@ -136,6 +156,10 @@ func (p *Publisher) acker(ctx context.Context) {
 		case f := <-p.inflight:
 			ok := p.await(ctx, f, stall, beat)
 			<-p.slots
+			select {
+			case p.freed <- struct{}{}:
+			default:
+			}
 			if !ok {
 				return
 			}
@@ -151,35 +175,93 @@ func (p *Publisher) await(ctx context.Context, f flight, stall *time.Timer, beat
 	for {
 		select {
 		case <-f.tok.Done():
-			if err := f.tok.Error(); err != nil {
-				p.m.MQTTPublishFailures.Inc()
-				// The record stays in the spool; resending it in order
-				// needs a fresh start of the sender, i.e. a new connection.
-				f.conn.Abort(fmt.Errorf("publish failed: %w", err))
-				return true
-			}
-			if p.q.Ack(f.id) {
-				p.m.MQTTPublished.Inc()
-			}
+			p.settle(f)
 			return true
 		case <-f.conn.Lost():
-			if isClosed(f.tok.Done()) && f.tok.Error() == nil {
-				if p.q.Ack(f.id) {
-					p.m.MQTTPublished.Inc()
-				}
+			if isClosed(f.tok.Done()) {
+				p.settle(f) // its outcome came before the end
 				return true
 			}
 			p.m.MQTTPublishFailures.Inc() // kept, and sent again on the next connection
 			return true
 		case <-stall.C:
-			p.log.Warn("the broker stopped acknowledging; reconnecting", "waited", p.stall, "broker", f.conn.URL())
-			f.conn.Abort(errors.New("no acknowledgement within broker.keepalive"))
+			// One warning per stall: the other publishes in flight on
+			// the same connection find it lost already.
+			if !isClosed(f.conn.Lost()) {
+				p.log.Warn("the broker stopped acknowledging; reconnecting", "waited", p.stall, "broker", f.conn.URL())
+				f.conn.Abort(errors.New("no acknowledgement within broker.keepalive"))
+			}
 		case <-beat.C:
 			p.live.Beat("publisher-acks")
 		case <-ctx.Done():
 			return false
 		}
 	}
+}
+
+// settle acts on the outcome of a completed publish.
+func (p *Publisher) settle(f flight) {
+	err := f.tok.Error()
+	var refused *session.RefusedError
+	switch {
+	case err == nil:
+		if p.q.Ack(f.id) {
+			p.m.MQTTPublished.Inc()
+		}
+	case errors.As(err, &refused):
+		// Dropped, not retried: the broker would refuse it again, and
+		// the readings behind it must not wait for ever.
+		if p.q.Ack(f.id) {
+			p.m.MQTTPublishRefused.WithLabelValues(refused.Name()).Inc()
+			p.refusals.log(p.log, f.topic, refused)
+		}
+	default:
+		p.m.MQTTPublishFailures.Inc()
+		// The record stays in the spool; resending it in order needs a
+		// fresh start of the sender, i.e. a new connection.
+		f.conn.Abort(fmt.Errorf("publish failed: %w", err))
+	}
+}
+
+// refusalLog logs refusals: the first of each topic and reason at warn,
+// then at most one a minute for it, with the count of those not logged.
+type refusalLog struct {
+	mu   sync.Mutex
+	last map[refusalKey]*refusalSeen
+}
+
+type refusalKey struct {
+	topic string
+	code  byte
+}
+
+type refusalSeen struct {
+	at      time.Time
+	skipped int
+}
+
+// refusalLogEntries bounds the topics remembered.
+const refusalLogEntries = 10000
+
+func (l *refusalLog) log(log *slog.Logger, topic string, e *session.RefusedError) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.last == nil || len(l.last) >= refusalLogEntries {
+		l.last = map[refusalKey]*refusalSeen{}
+	}
+	k := refusalKey{topic, e.Code}
+	seen := l.last[k]
+	now := time.Now()
+	if seen != nil && now.Sub(seen.at) < time.Minute {
+		seen.skipped++
+		return
+	}
+	attrs := []any{"topic", topic, "reason", e.Name(), "reason_string", e.Reason, "local", e.Local}
+	if seen != nil && seen.skipped > 0 {
+		attrs = append(attrs, "also_refused_since_last_log", seen.skipped)
+	}
+	log.Warn("the broker refused a reading; dropped", attrs...)
+	l.last[k] = &refusalSeen{at: now}
 }
 
 // Drain waits until the spool is empty or ctx ends, for a clean shutdown;
@@ -200,6 +282,12 @@ func (p *Publisher) Drain(ctx context.Context) int {
 		}
 	}
 }
+
+// isJSON tells the payload formats apart (publish.format): a json payload
+// is an object, a value payload a number. One byte, so the spool need not
+// carry the format, and records from before a restart or a reload of
+// publish.format are told right.
+func isJSON(payload []byte) bool { return len(payload) > 0 && payload[0] == '{' }
 
 func isClosed(c <-chan struct{}) bool {
 	select {

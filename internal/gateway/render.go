@@ -36,9 +36,9 @@ type series struct {
 // quantity is the series' quantity name.
 func (s *series) quantity() string { return s.seqKey[s.split+1:] }
 
-// renderTopic fills {gateway}, {sensor} and {quantity} into a topic template.
-func renderTopic(tmpl, gateway, sensor, quantity string) string {
-	return strings.NewReplacer("{gateway}", gateway, "{sensor}", sensor, "{quantity}", quantity).Replace(tmpl)
+// renderTopic fills {quantity} into a sensor's resolved topic template.
+func renderTopic(tmpl, quantity string) string {
+	return strings.ReplaceAll(tmpl, "{quantity}", quantity)
 }
 
 func newSeries(topic, sensor, quantity string) *series {

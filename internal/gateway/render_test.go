@@ -49,7 +49,8 @@ func TestRenderValueAndUnits(t *testing.T) {
 }
 
 func TestRenderTopic(t *testing.T) {
-	got := renderTopic("site/{gateway}/{sensor}/{quantity}/{sensor}", "gw1", "attic", "humidity")
+	// config resolved {gateway} and {sensor} already.
+	got := renderTopic("site/gw1/attic/{quantity}/attic", "humidity")
 	if got != "site/gw1/attic/humidity/attic" {
 		t.Fatal(got)
 	}
@@ -112,6 +113,6 @@ func BenchmarkRender(b *testing.B) {
 func BenchmarkRenderTopic(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
-		_ = renderTopic("gatewayd/{gateway}/{sensor}/{quantity}", "gw", "living-room", "temperature")
+		_ = renderTopic("gatewayd/gw/living-room/{quantity}", "temperature")
 	}
 }

@@ -25,6 +25,8 @@ type Metrics struct {
 	MQTTResent            prometheus.Counter
 	MQTTReceived          *prometheus.CounterVec // subscription
 	MQTTSubscribeFailures *prometheus.CounterVec // subscription
+	MQTTSubscribeRetries  prometheus.Counter
+	MQTTPublishRefused    *prometheus.CounterVec // reason
 	MQTTLogSuppressed     prometheus.Counter
 	ReadingsTaken         prometheus.Counter
 	BufferDropped         prometheus.Counter
@@ -61,6 +63,8 @@ func New(version string) *Metrics {
 		MQTTResent:            f.counter("gatewayd_mqtt_resent_total", "Readings published again after a reconnect because their acknowledgement had not come."),
 		MQTTReceived:          f.counterVec("gatewayd_mqtt_messages_received_total", "Messages that arrived, by the subscription (topic filter) they matched.", "subscription"),
 		MQTTSubscribeFailures: f.counterVec("gatewayd_mqtt_subscribe_failures_total", "Subscriptions the broker refused (SUBACK 0x80) or that failed.", "subscription"),
+		MQTTSubscribeRetries:  f.counter("gatewayd_mqtt_subscribe_retries_total", "Subscription requests (SUBSCRIBE or UNSUBSCRIBE) sent again on the same connection because no answer came in time."),
+		MQTTPublishRefused:    f.counterVec("gatewayd_mqtt_publish_refused_total", "Readings the broker refused (MQTT 5 PUBACK reason code 0x80 or more, or larger than its maximum packet size) and that were dropped, by reason.", "reason"),
 		MQTTLogSuppressed:     f.counter("gatewayd_mqtt_messages_log_suppressed_total", "Received messages not logged because more arrived than the log rate limit."),
 		ReadingsTaken:         f.counter("gatewayd_readings_taken_total", "Readings put in the buffer to be published (after deadband)."),
 		BufferDropped:         f.counter("gatewayd_buffer_dropped_total", "Readings dropped because the buffer was full (oldest first)."),

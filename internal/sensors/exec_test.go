@@ -81,13 +81,13 @@ func TestExecRead(t *testing.T) {
 		err        string
 	}{
 		{name: "json", body: `echo '{"temperature": 21.5, "humidity": 40}'`,
-			want: []Reading{{Temperature, 21.5}, {Humidity, 40}}},
+			want: []Reading{{Quantity: Temperature, Value: 21.5}, {Quantity: Humidity, Value: 40}}},
 		{name: "json with other quantities", body: `printf '{\n  "co2": 415,\n  "temperature": -3.25e0\n}\n'`,
-			want: []Reading{{"co2", 415}, {Temperature, -3.25}}},
+			want: []Reading{{Quantity: "co2", Value: 415}, {Quantity: Temperature, Value: -3.25}}},
 		{name: "lines", body: "echo '# sensor 1'; echo; echo 'temperature=21.5'; echo ' humidity = 40 '; echo 'pressure=1013.2'",
-			want: []Reading{{Temperature, 21.5}, {Humidity, 40}, {Pressure, 1013.2}}},
+			want: []Reading{{Quantity: Temperature, Value: 21.5}, {Quantity: Humidity, Value: 40}, {Quantity: Pressure, Value: 1013.2}}},
 		{name: "argv, not a shell", body: `[ "$3" = '$(id); x' ] || exit 9; echo "$1=$2"`, args: []string{"temperature", "19.5", "$(id); x"},
-			want: []Reading{{Temperature, 19.5}}},
+			want: []Reading{{Quantity: Temperature, Value: 19.5}}},
 		{name: "exit status", body: "echo 'i2c-1: no device at 0x76' >&2; echo temperature=1; exit 3",
 			err: "exit status 3 (stderr: i2c-1: no device at 0x76)"},
 		{name: "killed by a signal", body: "kill -TERM $$", err: "signal: terminated"},
@@ -251,10 +251,10 @@ func TestParseExecOutput(t *testing.T) {
 		want []Reading
 		err  string
 	}{
-		{`{"temperature": 21.5, "humidity": 40}`, []Reading{{Temperature, 21.5}, {Humidity, 40}}, ""},
-		{"\n  {\"temperature\":21}\n\n", []Reading{{Temperature, 21}}, ""},
-		{"temperature=21.5\r\nhumidity=40\r\n", []Reading{{Temperature, 21.5}, {Humidity, 40}}, ""},
-		{"# a comment\n\n  # indented comment\ntemperature = -4\n", []Reading{{Temperature, -4}}, ""},
+		{`{"temperature": 21.5, "humidity": 40}`, []Reading{{Quantity: Temperature, Value: 21.5}, {Quantity: Humidity, Value: 40}}, ""},
+		{"\n  {\"temperature\":21}\n\n", []Reading{{Quantity: Temperature, Value: 21}}, ""},
+		{"temperature=21.5\r\nhumidity=40\r\n", []Reading{{Quantity: Temperature, Value: 21.5}, {Quantity: Humidity, Value: 40}}, ""},
+		{"# a comment\n\n  # indented comment\ntemperature = -4\n", []Reading{{Quantity: Temperature, Value: -4}}, ""},
 		{"", nil, "no output"},
 		{"  \n\t", nil, "no output"},
 		{"# only a comment\n", nil, "no readings"},

@@ -20,14 +20,17 @@ import (
 //   - humidityM_input is milli percent (per cent mille).
 //
 // The hwmonN entries are symlinks into /sys/devices; reading through them
-// follows the links.
+// follows the links. Kernels before 3.x, and drivers that still register the
+// old way, keep name and the channel attributes in hwmonN/device/ (the
+// parent device) instead of hwmonN/: both places are read.
 
 func init() { Register("hwmon", func() Config { return &HwmonConfig{} }) }
 
 // HwmonConfig is the hwmon source's own keys.
 type HwmonConfig struct {
-	// Chip is the chip's name attribute (sht3x) or hwmonN. As with iio, N
-	// follows probe order, the name does not.
+	// Chip is the chip's name attribute (sht3x), its I2C bus and address
+	// (1-0044), or hwmonN. As with iio, N follows probe order, the name and
+	// the address do not.
 	Chip string `yaml:"chip"`
 	// Label selects the temperature channel whose tempM_label equals it
 	// ("Package id 0"); empty takes the lowest-numbered tempM_input. It also
@@ -40,11 +43,9 @@ type HwmonConfig struct {
 // Validate implements Config. Like iio, it does not look for the chip.
 func (c *HwmonConfig) Validate() error {
 	var errs []error
-	switch d := c.Chip; {
-	case strings.TrimSpace(d) == "":
-		errs = append(errs, Errorf("chip", "is required: the chip's name or hwmonN (cat /sys/class/hwmon/*/name)"))
-	case strings.ContainsAny(d, "/\x00\n"):
-		errs = append(errs, Errorf("chip", "%q cannot be a chip name", d))
+	if err := checkDeviceKey("chip", c.Chip, "",
+		"the chip's name (cat /sys/class/hwmon/*/name), its I2C bus and address (1-0044) or hwmonN"); err != nil {
+		errs = append(errs, err)
 	}
 	if err := checkSysfs(c.Sysfs); err != nil {
 		errs = append(errs, err)
@@ -54,20 +55,54 @@ func (c *HwmonConfig) Validate() error {
 
 // New implements Config. The chip is looked up at the first Read.
 func (c *HwmonConfig) New(env Env) (Source, error) {
-	return &Hwmon{
-		chip:    strings.TrimSpace(c.Chip),
-		label:   strings.TrimSpace(c.Label),
-		class:   filepath.Join(sysfsRoot(c.Sysfs), "class", "hwmon"),
-		byIndex: indexOf(strings.TrimSpace(c.Chip), "hwmon") >= 0,
-		r:       newAttrReader(),
-	}, nil
+	s := &Hwmon{
+		chip:  strings.TrimSpace(c.Chip),
+		label: strings.TrimSpace(c.Label),
+		r:     newAttrReader(),
+	}
+	s.sel = devSelector{
+		what:   "hwmon chip",
+		list:   filepath.Join(sysfsRoot(c.Sysfs), "class", "hwmon"),
+		prefix: "hwmon",
+		want:   s.chip,
+		nameOf: hwmonName,
+	}
+	if s.label != "" {
+		// Two chips of one kind: the label may tell them apart.
+		s.sel.prefer = func(dir string) bool { _, ok := tempLabelled(hwmonAttrDir(dir), s.label); return ok }
+	}
+	return s, nil
+}
+
+// hwmonName reads the chip's name, from hwmonN/name or, on older kernels,
+// hwmonN/device/name.
+func hwmonName(dir string) (string, error) {
+	name, err := readName(filepath.Join(dir, "name"))
+	if err != nil {
+		if n, err2 := readName(filepath.Join(dir, "device", "name")); err2 == nil {
+			return n, nil
+		}
+	}
+	return name, err
+}
+
+// hwmonAttrDir returns where the chip's channel attributes are: hwmonN, or
+// hwmonN/device when only that has temp*_input or humidity*_input.
+func hwmonAttrDir(dir string) string {
+	if t, h, err := hwmonInputs(dir); err == nil && len(t)+len(h) > 0 {
+		return dir
+	}
+	dev := filepath.Join(dir, "device")
+	if t, h, err := hwmonInputs(dev); err == nil && len(t)+len(h) > 0 {
+		return dev
+	}
+	return dir
 }
 
 // Hwmon reads the temperature and humidity of one hwmon chip.
 type Hwmon struct {
 	chip, label string
-	class       string // <sysfs>/class/hwmon
-	byIndex     bool
+	sel         devSelector
 	r           *attrReader
 
 	// The resolved chip and the files of its channels, dropped after a
@@ -80,7 +115,7 @@ type Hwmon struct {
 // Read implements Source.
 func (s *Hwmon) Read(ctx context.Context) ([]Reading, error) {
 	out, err := s.readOnce(ctx)
-	if err != nil && gone(err) && ctx.Err() == nil && !s.byIndex && s.dir != "" {
+	if err != nil && gone(err) && ctx.Err() == nil && !s.sel.byIndex() && s.dir != "" {
 		s.dir = "" // renumbered? look the name up again
 		out, err = s.readOnce(ctx)
 	}
@@ -93,11 +128,11 @@ func (s *Hwmon) Read(ctx context.Context) ([]Reading, error) {
 
 func (s *Hwmon) readOnce(ctx context.Context) ([]Reading, error) {
 	if s.dir == "" {
-		dir, err := s.resolve()
+		dir, err := s.sel.resolve()
 		if err != nil {
 			return nil, err
 		}
-		if s.temp, s.humid, err = s.channels(dir); err != nil {
+		if s.temp, s.humid, err = s.channels(dir, hwmonAttrDir(dir)); err != nil {
 			return nil, err
 		}
 		s.dir = dir
@@ -116,71 +151,24 @@ func (s *Hwmon) readOnce(ctx context.Context) ([]Reading, error) {
 	return s.out, nil
 }
 
-// resolve finds the chip's directory.
-func (s *Hwmon) resolve() (string, error) {
-	if s.byIndex {
-		dir := filepath.Join(s.class, s.chip)
-		if _, err := os.Stat(dir); err != nil {
-			return "", fmt.Errorf("hwmon chip %s: %w", s.chip, err)
-		}
-		return dir, nil
-	}
-	entries, err := os.ReadDir(s.class)
-	if err != nil {
-		return "", fmt.Errorf("listing hwmon chips: %w", err)
-	}
-	var match, seen []string
-	for _, e := range sortByIndex(entries, "hwmon") {
-		name, err := readName(filepath.Join(s.class, e, "name"))
-		if err != nil {
-			continue
-		}
-		seen = append(seen, fmt.Sprintf("%s (%s)", e, name))
-		if name == s.chip {
-			match = append(match, e)
-		}
-	}
-	if len(match) > 1 && s.label != "" {
-		// Two chips of one kind: the label may tell them apart.
-		var labelled []string
-		for _, m := range match {
-			if _, ok := tempLabelled(filepath.Join(s.class, m), s.label); ok {
-				labelled = append(labelled, m)
-			}
-		}
-		if len(labelled) > 0 {
-			match = labelled
-		}
-	}
-	switch len(match) {
-	case 0:
-		if len(seen) == 0 {
-			return "", fmt.Errorf("no hwmon chip named %q: %s has no chips (is the driver loaded?)", s.chip, s.class)
-		}
-		return "", fmt.Errorf("no hwmon chip named %q; found %s", s.chip, strings.Join(seen, ", "))
-	case 1:
-		return filepath.Join(s.class, match[0]), nil
-	}
-	return "", fmt.Errorf("%d hwmon chips are named %q (%s): name one as hwmonN", len(match), s.chip, strings.Join(match, ", "))
-}
-
-// channels picks the temperature and humidity input files of the chip.
-func (s *Hwmon) channels(dir string) (temp, humid string, err error) {
-	temps, humids, err := hwmonInputs(dir)
+// channels picks the temperature and humidity input files of the chip in
+// dir, whose attributes are in attrs (dir or dir/device).
+func (s *Hwmon) channels(dir, attrs string) (temp, humid string, err error) {
+	temps, humids, err := hwmonInputs(attrs)
 	if err != nil {
 		return "", "", err
 	}
 	if s.label != "" {
-		n, ok := tempLabelled(dir, s.label)
+		n, ok := tempLabelled(attrs, s.label)
 		if !ok {
-			return "", "", fmt.Errorf("%s (%s) has no temperature channel labelled %q%s", filepath.Base(dir), s.chip, s.label, labelsOf(dir, temps))
+			return "", "", fmt.Errorf("%s (%s) has no temperature channel labelled %q%s", filepath.Base(dir), s.chip, s.label, labelsOf(attrs, temps))
 		}
-		temp = filepath.Join(dir, "temp"+strconv.Itoa(n)+"_input")
+		temp = filepath.Join(attrs, "temp"+strconv.Itoa(n)+"_input")
 	} else if len(temps) > 0 {
-		temp = filepath.Join(dir, "temp"+strconv.Itoa(temps[0])+"_input")
+		temp = filepath.Join(attrs, "temp"+strconv.Itoa(temps[0])+"_input")
 	}
 	if len(humids) > 0 {
-		humid = filepath.Join(dir, "humidity"+strconv.Itoa(humids[0])+"_input")
+		humid = filepath.Join(attrs, "humidity"+strconv.Itoa(humids[0])+"_input")
 	}
 	if temp == "" && humid == "" {
 		return "", "", fmt.Errorf("%s (%s) has no temp*_input or humidity*_input", filepath.Base(dir), s.chip)

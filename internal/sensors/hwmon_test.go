@@ -31,13 +31,13 @@ func TestHwmonRead(t *testing.T) {
 		want              []Reading
 		err               string
 	}{
-		{"sht3x", "sht3x", "", []Reading{{Temperature, 22.815}, {Humidity, 48.25}}, ""},
-		{"by number", "hwmon1", "", []Reading{{Temperature, 22.815}, {Humidity, 48.25}}, ""},
-		{"temperature only", "cpu_thermal", "", []Reading{{Temperature, 48.312}}, ""},
-		{"first channel", "coretemp", "", []Reading{{Temperature, 45}}, ""},
-		{"by label", "coretemp", "Core 0", []Reading{{Temperature, 43}}, ""},
-		{"label of temp10", "coretemp", "Core 8", []Reading{{Temperature, 47}}, ""},
-		{"out of range", "hot", "", []Reading{{Temperature, -280}, {Humidity, 104.5}}, ""},
+		{"sht3x", "sht3x", "", []Reading{{Quantity: Temperature, Value: 22.815}, {Quantity: Humidity, Value: 48.25}}, ""},
+		{"by number", "hwmon1", "", []Reading{{Quantity: Temperature, Value: 22.815}, {Quantity: Humidity, Value: 48.25}}, ""},
+		{"temperature only", "cpu_thermal", "", []Reading{{Quantity: Temperature, Value: 48.312}}, ""},
+		{"first channel", "coretemp", "", []Reading{{Quantity: Temperature, Value: 45}}, ""},
+		{"by label", "coretemp", "Core 0", []Reading{{Quantity: Temperature, Value: 43}}, ""},
+		{"label of temp10", "coretemp", "Core 8", []Reading{{Quantity: Temperature, Value: 47}}, ""},
+		{"out of range", "hot", "", []Reading{{Quantity: Temperature, Value: -280}, {Quantity: Humidity, Value: 104.5}}, ""},
 		{"unknown label", "coretemp", "Core 99", nil, `no temperature channel labelled "Core 99" (labels: "Package id 0", "Core 0", "Core 8")`},
 		{"label without labels", "sht3x", "ambient", nil, "its channels have no labels"},
 		{"garbage", "garbage", "", nil, `temp1_input: not a number: "N/A"`},
@@ -74,7 +74,7 @@ func TestHwmonSymlinks(t *testing.T) {
 	}
 	for _, chip := range []string{"sht3x", "hwmon3"} {
 		got, err := readWithin(t, newSource(t, &HwmonConfig{Chip: chip, Sysfs: root}), 5*time.Second)
-		checkRead(t, got, err, []Reading{{Temperature, 21}, {Humidity, 50.5}}, "")
+		checkRead(t, got, err, []Reading{{Quantity: Temperature, Value: 21}, {Quantity: Humidity, Value: 50.5}}, "")
 	}
 }
 
@@ -88,7 +88,7 @@ func TestHwmonChannelOrder(t *testing.T) {
 	writeFile(t, filepath.Join(dir, "humidity3_input"), "1000\n")
 	writeFile(t, filepath.Join(dir, "humidity12_input"), "2000\n")
 	got, err := readWithin(t, newSource(t, &HwmonConfig{Chip: "nvme", Sysfs: root}), 5*time.Second)
-	checkRead(t, got, err, []Reading{{Temperature, 35}, {Humidity, 1}}, "")
+	checkRead(t, got, err, []Reading{{Quantity: Temperature, Value: 35}, {Quantity: Humidity, Value: 1}}, "")
 }
 
 // Two chips of one name: the label picks one; without it, the error says so.
@@ -104,7 +104,7 @@ func TestHwmonSameName(t *testing.T) {
 		writeFile(t, filepath.Join(dir, "temp1_input"), c.temp+"\n")
 	}
 	got, err := readWithin(t, newSource(t, &HwmonConfig{Chip: "tmp102", Label: "probe", Sysfs: root}), 5*time.Second)
-	checkRead(t, got, err, []Reading{{Temperature, 60}}, "")
+	checkRead(t, got, err, []Reading{{Quantity: Temperature, Value: 60}}, "")
 	_, err = readWithin(t, newSource(t, &HwmonConfig{Chip: "tmp102", Sysfs: root}), 5*time.Second)
 	checkRead(t, nil, err, nil, `2 hwmon chips are named "tmp102" (hwmon1, hwmon2)`)
 }
@@ -116,10 +116,10 @@ func TestHwmonRenumbered(t *testing.T) {
 	writeFile(t, filepath.Join(dir, "temp1_input"), "22000\n")
 	src := newSource(t, &HwmonConfig{Chip: "sht3x", Sysfs: root})
 	got, err := readWithin(t, src, 5*time.Second)
-	checkRead(t, got, err, []Reading{{Temperature, 22}}, "")
+	checkRead(t, got, err, []Reading{{Quantity: Temperature, Value: 22}}, "")
 	if err := os.Rename(dir, filepath.Join(root, "class/hwmon/hwmon4")); err != nil {
 		t.Fatal(err)
 	}
 	got, err = readWithin(t, src, 5*time.Second)
-	checkRead(t, got, err, []Reading{{Temperature, 22}}, "")
+	checkRead(t, got, err, []Reading{{Quantity: Temperature, Value: 22}}, "")
 }

@@ -5,9 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -21,32 +25,61 @@ import (
 //   - in_temp_input is milli degrees Celsius, in_humidityrelative_input milli
 //     percent, in_pressure_input kilopascal;
 //   - a channel without _input has _raw, and optionally _offset and _scale:
-//     value = (raw + offset) * scale, in the same units as _input.
+//     value = (raw + offset) * scale, in the same units as _input;
+//   - a device with several channels of one type numbers them (in_temp0_input,
+//     in_temp1_raw) or gives them a modifier (in_temp_object_raw,
+//     in_temp_ambient_raw); _offset and _scale may then be the channel's own
+//     (in_temp1_scale) or shared by every channel of the type (in_temp_scale).
 
 func init() { Register("iio", func() Config { return &IIOConfig{} }) }
 
 // IIOConfig is the iio source's own keys.
 type IIOConfig struct {
-	// Device is iio:deviceN or the device's name attribute (bme280,
-	// dht11@4). The name is the better choice: N follows probe order and
-	// changes when devices come and go.
+	// Device is iio:deviceN, the device's name attribute (bme280,
+	// dht11@4), or its I2C bus and address (1-0076). The name or the
+	// address is the better choice: N follows probe order and changes when
+	// devices come and go.
 	Device string `yaml:"device"`
+	// Channels picks, per quantity, which channel of a device that has
+	// several to read: {temperature: in_temp1} or in_temp_object. Default:
+	// the unnumbered one, else the lowest-numbered, else the first modified.
+	Channels map[string]string `yaml:"channels"`
 	// Sysfs is where sysfs is mounted; default /sys.
 	Sysfs string `yaml:"sysfs"`
 }
+
+// iioChannelName matches a channel as sysfs names it, without the
+// attribute: in_temp, in_temp1, in_temp_object, in_humidityrelative0.
+var iioChannelName = regexp.MustCompile(`^in_(temp|humidityrelative|pressure)([0-9]{0,4})((?:_[a-z]+)?)$`)
+
+// iioAttrSuffix are the attribute suffixes that iioChannelName would take
+// for a modifier.
+var iioAttrSuffix = map[string]bool{"_input": true, "_raw": true, "_offset": true, "_scale": true}
 
 // Validate implements Config. It does not look at the device: the box that
 // checks a config need not be the one with the sensor, and a driver may be
 // loaded after the daemon starts.
 func (c *IIOConfig) Validate() error {
 	var errs []error
-	switch d := c.Device; {
-	case strings.TrimSpace(d) == "":
-		errs = append(errs, Errorf("device", "is required: iio:deviceN or the device's name (cat /sys/bus/iio/devices/*/name)"))
-	case strings.HasPrefix(d, "iio:device") && indexOf(d, "iio:device") < 0:
-		errs = append(errs, Errorf("device", "%q is neither iio:deviceN nor a device name", d))
-	case strings.ContainsAny(d, "/\x00\n"):
-		errs = append(errs, Errorf("device", "%q cannot be a device name", d))
+	if err := checkDeviceKey("device", c.Device, "iio:device",
+		"iio:deviceN, the device's name (cat /sys/bus/iio/devices/*/name) or its I2C bus and address (1-0076)"); err != nil {
+		errs = append(errs, err)
+	}
+	for _, q := range slices.Sorted(maps.Keys(c.Channels)) {
+		ch := c.Channels[q]
+		prefix := ""
+		for _, iq := range iioQuantities {
+			if iq.quantity == q {
+				prefix = iq.prefix
+			}
+		}
+		m := iioChannelName.FindStringSubmatch(ch)
+		switch {
+		case prefix == "":
+			errs = append(errs, Errorf("channels."+q, "not a quantity the iio source reads (temperature, humidity, pressure)"))
+		case m == nil || "in_"+m[1] != prefix || iioAttrSuffix[m[3]]:
+			errs = append(errs, Errorf("channels."+q, "%q is not a %s channel such as %s1 or %s_object (ls /sys/bus/iio/devices/iio:device*/%s*)", ch, q, prefix, prefix, prefix))
+		}
 	}
 	if err := checkSysfs(c.Sysfs); err != nil {
 		errs = append(errs, err)
@@ -56,11 +89,17 @@ func (c *IIOConfig) Validate() error {
 
 // New implements Config. The device is looked up at the first Read.
 func (c *IIOConfig) New(env Env) (Source, error) {
+	dev := strings.TrimSpace(c.Device)
 	return &IIO{
-		device:  strings.TrimSpace(c.Device),
-		devices: filepath.Join(sysfsRoot(c.Sysfs), "bus", "iio", "devices"),
-		byIndex: indexOf(c.Device, "iio:device") >= 0,
-		r:       newAttrReader(),
+		sel: devSelector{
+			what:   "iio device",
+			list:   filepath.Join(sysfsRoot(c.Sysfs), "bus", "iio", "devices"),
+			prefix: "iio:device",
+			want:   dev,
+			nameOf: func(dir string) (string, error) { return readName(filepath.Join(dir, "name")) },
+		},
+		channels: c.Channels,
+		r:        newAttrReader(),
 	}, nil
 }
 
@@ -76,10 +115,9 @@ const (
 // IIO reads the temperature, humidity and pressure channels of one IIO
 // device; whichever of the three it has.
 type IIO struct {
-	device  string
-	devices string // <sysfs>/bus/iio/devices
-	byIndex bool   // device is iio:deviceN
-	r       *attrReader
+	sel      devSelector
+	channels map[string]string // quantity -> channel, as configured
+	r        *attrReader
 
 	// The resolved device and its channels, kept between reads and
 	// dropped after a failure, so that a device renumbered by a hotplug or a
@@ -122,7 +160,7 @@ func (s *IIO) Read(ctx context.Context) ([]Reading, error) {
 		s.dir, s.chans = "", nil
 		switch {
 		case ctx.Err() != nil:
-		case gone(err) && found && !s.byIndex && !reresolved:
+		case gone(err) && found && !s.sel.byIndex() && !reresolved:
 			reresolved = true // renumbered? look the name up again, at once
 			continue
 		case transient(err) && attempt < iioMaxAttempts && sleepCtx(ctx, wait):
@@ -138,11 +176,11 @@ func (s *IIO) Read(ctx context.Context) ([]Reading, error) {
 
 func (s *IIO) readOnce(ctx context.Context) ([]Reading, error) {
 	if s.dir == "" {
-		dir, err := s.resolve()
+		dir, err := s.sel.resolve()
 		if err != nil {
 			return nil, err
 		}
-		chans, err := iioChannels(dir)
+		chans, err := iioChannels(dir, s.channels)
 		if err != nil {
 			return nil, err
 		}
@@ -159,44 +197,9 @@ func (s *IIO) readOnce(ctx context.Context) ([]Reading, error) {
 	return s.out, nil
 }
 
-// resolve finds the device's directory.
-func (s *IIO) resolve() (string, error) {
-	if s.byIndex {
-		dir := filepath.Join(s.devices, s.device)
-		if _, err := os.Stat(dir); err != nil {
-			return "", fmt.Errorf("iio device %s: %w", s.device, err)
-		}
-		return dir, nil
-	}
-	entries, err := os.ReadDir(s.devices)
-	if err != nil {
-		return "", fmt.Errorf("listing iio devices: %w", err)
-	}
-	var match, seen []string
-	for _, e := range sortByIndex(entries, "iio:device") {
-		name, err := readName(filepath.Join(s.devices, e, "name"))
-		if err != nil {
-			continue
-		}
-		seen = append(seen, fmt.Sprintf("%s (%s)", e, name))
-		if name == s.device {
-			match = append(match, e)
-		}
-	}
-	switch len(match) {
-	case 0:
-		if len(seen) == 0 {
-			return "", fmt.Errorf("no iio device named %q: %s has no devices (is the driver loaded?)", s.device, s.devices)
-		}
-		return "", fmt.Errorf("no iio device named %q; found %s", s.device, strings.Join(seen, ", "))
-	case 1:
-		return filepath.Join(s.devices, match[0]), nil
-	}
-	return "", fmt.Errorf("%d iio devices are named %q (%s): name one as iio:deviceN", len(match), s.device, strings.Join(match, ", "))
-}
-
-// iioChannels lists the channels of the device in dir that gatewayd knows.
-func iioChannels(dir string) ([]iioChannel, error) {
+// iioChannels lists the channels of the device in dir that gatewayd knows:
+// per quantity the one chosen in want, else the first by iioChannelOrder.
+func iioChannels(dir string, want map[string]string) ([]iioChannel, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, err
@@ -207,27 +210,78 @@ func iioChannels(dir string) ([]iioChannel, error) {
 	}
 	var chans []iioChannel
 	for _, q := range iioQuantities {
-		ch := iioChannel{quantity: q.quantity, mul: q.mul, div: q.div}
-		switch p := q.prefix; {
-		case has[p+"_input"]:
-			ch.input = filepath.Join(dir, p+"_input")
-		case has[p+"_raw"]:
-			ch.raw = filepath.Join(dir, p+"_raw")
-			if has[p+"_offset"] {
-				ch.offset = filepath.Join(dir, p+"_offset")
+		var stems []string // channels of this type: in_temp, in_temp0, in_temp_object ...
+		for _, e := range entries {
+			stem, ok := strings.CutSuffix(e.Name(), "_input")
+			if !ok {
+				stem, ok = strings.CutSuffix(e.Name(), "_raw")
 			}
-			if has[p+"_scale"] {
-				ch.scale = filepath.Join(dir, p+"_scale")
+			if m := iioChannelName.FindStringSubmatch(stem); ok && m != nil && "in_"+m[1] == q.prefix {
+				stems = append(stems, stem)
 			}
-		default:
+		}
+		if len(stems) == 0 {
+			if w, ok := want[q.quantity]; ok {
+				return nil, fmt.Errorf("%s has no %s channel (no %s_input or %s_raw)", dir, q.quantity, w, w)
+			}
 			continue
+		}
+		sort.Slice(stems, func(i, j int) bool { return iioChannelLess(stems[i], stems[j]) })
+		stem := stems[0]
+		if w, ok := want[q.quantity]; ok {
+			if !has[w+"_input"] && !has[w+"_raw"] {
+				return nil, fmt.Errorf("%s has no %s channel %s; it has %s", dir, q.quantity, w, strings.Join(slices.Compact(stems), ", "))
+			}
+			stem = w
+		}
+		ch := iioChannel{quantity: q.quantity, mul: q.mul, div: q.div}
+		if has[stem+"_input"] {
+			ch.input = filepath.Join(dir, stem+"_input")
+		} else {
+			ch.raw = filepath.Join(dir, stem+"_raw")
+			// The channel's own _offset and _scale, else those shared by
+			// every channel of its type (in_temp_scale).
+			for _, name := range []string{stem, q.prefix} {
+				if ch.offset == "" && has[name+"_offset"] {
+					ch.offset = filepath.Join(dir, name+"_offset")
+				}
+				if ch.scale == "" && has[name+"_scale"] {
+					ch.scale = filepath.Join(dir, name+"_scale")
+				}
+			}
 		}
 		chans = append(chans, ch)
 	}
 	if len(chans) == 0 {
-		return nil, fmt.Errorf("%s has no temperature, humidity or pressure channel (in_temp_*, in_humidityrelative_*, in_pressure_*)", dir)
+		return nil, fmt.Errorf("%s has no temperature, humidity or pressure channel (in_temp*, in_humidityrelative*, in_pressure*)", dir)
 	}
 	return chans, nil
+}
+
+// iioChannelLess orders the channels of one type: the unnumbered, plain
+// one first (in_temp), then by number (in_temp0, in_temp1, in_temp10),
+// then those with a modifier (in_temp_ambient before in_temp_object).
+func iioChannelLess(a, b string) bool {
+	ma, mb := iioChannelName.FindStringSubmatch(a), iioChannelName.FindStringSubmatch(b)
+	rank := func(m []string) (int, int) {
+		switch {
+		case m[2] == "" && m[3] == "":
+			return 0, 0
+		case m[3] == "":
+			n, _ := strconv.Atoi(m[2])
+			return 1, n
+		}
+		return 2, 0
+	}
+	ra, na := rank(ma)
+	rb, nb := rank(mb)
+	if ra != rb {
+		return ra < rb
+	}
+	if na != nb {
+		return na < nb
+	}
+	return a < b
 }
 
 // read returns the channel's value in the published unit.

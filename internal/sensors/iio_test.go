@@ -38,8 +38,8 @@ func TestIIOValidate(t *testing.T) {
 func TestIIORead(t *testing.T) {
 	pi := copyTree(t, "iio-pi")
 	raw := copyTree(t, "iio-raw")
-	bme280 := []Reading{{Temperature, 23.45}, {Humidity, 41.983}, {Pressure, 1004.024}}
-	dht22 := []Reading{{Temperature, 21.3}, {Humidity, 45.6}}
+	bme280 := []Reading{{Quantity: Temperature, Value: 23.45}, {Quantity: Humidity, Value: 41.983}, {Quantity: Pressure, Value: 1004.024}}
+	dht22 := []Reading{{Quantity: Temperature, Value: 21.3}, {Quantity: Humidity, Value: 45.6}}
 	tests := []struct {
 		name, root, device string
 		want               []Reading
@@ -56,13 +56,13 @@ func TestIIORead(t *testing.T) {
 		//   temperature (2345 + 0) * 10 = 23450 m°C = 23.45 °C
 		//   humidity    (42990 + 0) * 0.9765625 = 41982.421875 m% = 41.982 %
 		//   pressure    (25703017 + 0) * 0.000003906 = 100.395984 kPa = 1003.96 hPa
-		{"raw and scale", raw, "bme280", []Reading{{Temperature, 23.45}, {Humidity, 41.982}, {Pressure, 1003.96}}, ""},
+		{"raw and scale", raw, "bme280", []Reading{{Quantity: Temperature, Value: 23.45}, {Quantity: Humidity, Value: 41.982}, {Quantity: Pressure, Value: 1003.96}}, ""},
 		//   temperature (1234 + -500.5) * 62.5 = 45843.75 m°C = 45.844 °C
 		//   humidity    (3500 + -1200.5) * 19.5 = 44840.25 m% = 44.84 %
-		{"raw, offset and scale", raw, "hts221", []Reading{{Temperature, 45.844}, {Humidity, 44.84}}, ""},
+		{"raw, offset and scale", raw, "hts221", []Reading{{Quantity: Temperature, Value: 45.844}, {Quantity: Humidity, Value: 44.84}}, ""},
 
 		// Out of range values are returned; the core rejects them.
-		{"out of range", raw, "hot", []Reading{{Temperature, 2500}, {Pressure, -15}}, ""},
+		{"out of range", raw, "hot", []Reading{{Quantity: Temperature, Value: 2500}, {Quantity: Pressure, Value: -15}}, ""},
 
 		{"no known channel", raw, "ads1015", nil, "no temperature, humidity or pressure channel"},
 		{"garbage", raw, "garbage", nil, `in_temp_input: not a number: "twenty"`},
@@ -98,7 +98,7 @@ func TestIIOSymlinks(t *testing.T) {
 	}
 	for _, dev := range []string{"bme280", "iio:device0"} {
 		got, err := readWithin(t, newSource(t, &IIOConfig{Device: dev, Sysfs: root}), 5*time.Second)
-		checkRead(t, got, err, []Reading{{Temperature, 19.875}}, "")
+		checkRead(t, got, err, []Reading{{Quantity: Temperature, Value: 19.875}}, "")
 	}
 }
 
@@ -108,7 +108,7 @@ func TestIIORenumbered(t *testing.T) {
 	root := copyTree(t, "iio-pi")
 	byName := newSource(t, &IIOConfig{Device: "bme280", Sysfs: root})
 	byNumber := newSource(t, &IIOConfig{Device: "iio:device1", Sysfs: root})
-	want := []Reading{{Temperature, 23.45}, {Humidity, 41.983}, {Pressure, 1004.024}}
+	want := []Reading{{Quantity: Temperature, Value: 23.45}, {Quantity: Humidity, Value: 41.983}, {Quantity: Pressure, Value: 1004.024}}
 	for _, src := range []Source{byName, byNumber} {
 		got, err := readWithin(t, src, 5*time.Second)
 		checkRead(t, got, err, want, "")
@@ -157,7 +157,7 @@ func TestIIORetriesTransientErrors(t *testing.T) {
 			src.r.read = eioReader(2, errno, &reads)
 			start := time.Now()
 			got, err := readWithin(t, src, 10*time.Second)
-			checkRead(t, got, err, []Reading{{Temperature, 21.3}, {Humidity, 45.6}}, "")
+			checkRead(t, got, err, []Reading{{Quantity: Temperature, Value: 21.3}, {Quantity: Humidity, Value: 45.6}}, "")
 			if n := reads.Load(); n != 3 {
 				t.Errorf("in_temp_input read %d times, want 3", n)
 			}

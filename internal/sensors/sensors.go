@@ -1,24 +1,32 @@
 // Package sensors defines what a sensor source is, keeps the registry of source
 // types by name, and holds one file per source type.
 //
-// A source only reads: scheduling, timeouts, calibration, deadbands, metrics and
-// publishing live once, in the core (internal/gateway), so that every type
-// behaves the same and a new type is a single small file.
+// A source only reads (a Source, pulled on the sensor's interval) or receives
+// (a Pusher, which delivers what its device transmits): scheduling, timeouts,
+// calibration, deadbands, rate limits, metrics and publishing live once, in the
+// core (internal/gateway), so that every type behaves the same and a new type
+// is a single small file.
 package sensors
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"regexp"
 	"sort"
 	"sync"
+	"time"
 )
 
 // Reading is one value of one quantity, in the quantity's unit (see Unit).
 type Reading struct {
 	Quantity string
 	Value    float64
+	// Time is the moment the device was heard or measured the value; the
+	// published reading carries it. Zero means "when the core took it",
+	// which is right for a source read on demand.
+	Time time.Time
 }
 
 // Source reads a sensor. Read must honour ctx (the core gives it the sensor's
@@ -39,20 +47,79 @@ type Instant interface {
 	Instant()
 }
 
+// Pusher is a source that delivers readings when its device transmits (a
+// radio receiver, a Bluetooth scan) instead of being read on an interval. The
+// core runs it for as long as the sensor is configured, and treats what it
+// emits exactly as what a Source returns (calibration, range, deadband, seq,
+// metrics), plus the push rules: interval is the least time between two
+// published readings of a quantity, repeats of one transmission within 2 s
+// are one reading, and the sensor is up while it was heard within stale_after.
+//
+// The core never calls Read of a Pusher: embed PushOnly for it. A push type's
+// Config implements PushConfig, so that the config loader knows the rules
+// before New.
+type Pusher interface {
+	Source
+	// Run receives until ctx ends, then returns (nil). It calls emit with
+	// the readings of one transmission, each with its Time set; emit is
+	// called from Run's goroutine only, and copies what it keeps before it
+	// returns, so the source may reuse the slice. An error returned before
+	// ctx ended is logged and counted as a failed read, and Run is called
+	// again after a backoff (1 s, doubling up to 1 min).
+	Run(ctx context.Context, emit func([]Reading)) error
+}
+
+// PushOnly gives a Pusher the Read method that Source requires; the core
+// never calls it.
+type PushOnly struct{}
+
+// Read implements Source for a Pusher.
+func (PushOnly) Read(context.Context) ([]Reading, error) {
+	return nil, errors.New("a push source delivers its readings itself")
+}
+
+// PushConfig marks the Config of a push type (its New returns a Pusher): the
+// loader then defaults interval to 0 (every transmission), takes stale_after
+// and refuses timeout.
+type PushConfig interface {
+	Config
+	Pushes()
+}
+
 // Config holds one source type's own keys (those beside the common ones such as
-// name and interval). It is decoded strictly from the sensor's entry in the
-// config file, so every exported field needs a yaml tag.
+// name and interval). yaml.v3 decodes it strictly from the sensor's entry in
+// the config file, together with the common keys: make it a pointer to a
+// struct whose exported fields carry yaml tags (any type yaml.v3 decodes,
+// inline structs included; a key may not repeat a common one). A type without
+// keys may be any value. A field type with its own UnmarshalYAML should
+// return a *yaml.TypeError ("line N: message") for a bad value, so that
+// decoding goes on and every error of the file is reported.
 type Config interface {
 	// Validate checks the type's keys. Errors that concern one key should be
 	// a *KeyError so that the config loader can point at the key's line.
 	Validate() error
-	// New builds the source. It runs once at start, after Validate.
+	// New builds the source, a Source or a Pusher. It runs at start and
+	// when a reload adds or changes the sensor, after Validate; it starts
+	// nothing (a Pusher starts in Run).
 	New(env Env) (Source, error)
+}
+
+// Prober is a Config that can also check the system: a device or program
+// that must exist. config.Probe calls it (for -check, the start and a
+// reload); Validate must not touch the system, since it runs on every parse.
+type Prober interface {
+	Probe() error // errors as Validate's
 }
 
 // Env is what a source may need from the daemon when it is built.
 type Env struct {
 	Name string // the sensor's name
+	// Log is the daemon's logger with the sensor's name: for what a source
+	// has to say beyond its errors (a receiver's stderr at debug, say).
+	Log *slog.Logger
+	// Receivers lets push sensors share one receiver (one rtl_433 child
+	// per command, one BLE scan); see Join.
+	Receivers *Receivers
 }
 
 // KeyError is a validation error of one key of a source's config.

@@ -4,12 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"math"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
+	"time"
 )
 
 // Helpers shared by the sources that read sysfs (iio, hwmon, w1).
@@ -40,15 +40,11 @@ func sysfsRoot(root string) string {
 	return filepath.Clean(root)
 }
 
-// readAttr reads one small attribute file whole. Reading follows symlinks,
-// as it must: the entries of /sys/class and /sys/bus are symlinks.
+// readAttr reads one small attribute file whole, with plain read(2) (see
+// readAttrFlags). Reading follows symlinks, as it must: the entries of
+// /sys/class and /sys/bus are symlinks.
 func readAttr(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxAttrSize+1))
+	b, err := readAttrFlags(path, 0)
 	if err != nil {
 		return nil, err // an *fs.PathError naming the file, e.g. "input/output error"
 	}
@@ -67,15 +63,21 @@ func readName(path string) (string, error) {
 	return strings.TrimSpace(string(b)), nil
 }
 
-// attrReader reads value attributes without letting a driver that blocks
-// hold Read past its deadline: a DS18B20 conversion takes 750 ms, the dht11
-// driver waits up to a second for the sensor's edges, and a wedged bus can
-// take longer. The read runs in a goroutine; when ctx ends first, Read
-// returns and the goroutine finishes on its own. At most one such read is in
-// flight per source, so a stuck driver costs one goroutine, not one per
-// interval.
+// attrReader reads value attributes so that no driver can hold Read past
+// its deadline: a DS18B20 conversion takes 750 ms, the dht11 driver waits up
+// to a second for the sensor's edges, a wedged I2C bus can take longer, and
+// a broken driver may answer EAGAIN for ever.
+//
+// Each read has its own deadline, ctx's. EAGAIN ("try again") is retried
+// with a short backoff until then, and the read ends with the last error
+// when it passes. A read(2) that blocks inside the driver cannot be
+// interrupted from user space (Go restarts system calls after its signals),
+// so it runs in a goroutine: when ctx ends, readCtx returns at once, and
+// the goroutine closes the file and ends when the driver lets go. At most
+// one such read is in flight per source, so a stuck driver costs one
+// thread, not one per interval.
 type attrReader struct {
-	read func(path string) ([]byte, error) // readAttr; a test swaps it to inject EIO
+	read func(path string) ([]byte, error) // readAttr; a test swaps it to inject errors
 	busy chan struct{}
 }
 
@@ -87,6 +89,12 @@ type readResult struct {
 	b   []byte
 	err error
 }
+
+// EAGAIN backoff within one read.
+const (
+	againFirst = 10 * time.Millisecond
+	againMax   = 200 * time.Millisecond
+)
 
 // readCtx reads path, or gives up when ctx ends.
 func (r *attrReader) readCtx(ctx context.Context, path string) ([]byte, error) {
@@ -100,9 +108,16 @@ func (r *attrReader) readCtx(ctx context.Context, path string) ([]byte, error) {
 	}
 	done := make(chan readResult, 1)
 	go func() {
-		b, err := r.read(path)
-		<-r.busy
-		done <- readResult{b, err}
+		defer func() { <-r.busy }()
+		wait := againFirst
+		for {
+			b, err := r.read(path)
+			if !errors.Is(err, syscall.EAGAIN) || !sleepCtx(ctx, wait) {
+				done <- readResult{b, err}
+				return
+			}
+			wait = min(2*wait, againMax)
+		}
 	}()
 	select {
 	case res := <-done:

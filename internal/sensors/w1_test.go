@@ -66,7 +66,7 @@ func TestW1Read(t *testing.T) {
 			got, err := readWithin(t, src, 5*time.Second)
 			var want []Reading
 			if tt.err == "" {
-				want = []Reading{{Temperature, tt.want}}
+				want = []Reading{{Quantity: Temperature, Value: tt.want}}
 			}
 			checkRead(t, got, err, want, tt.err)
 		})

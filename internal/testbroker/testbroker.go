@@ -9,6 +9,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"net"
+	"sort"
 	"sync"
 	"testing"
 	"time"
@@ -24,8 +25,42 @@ import (
 type Options struct {
 	Users         map[string]string // username -> password; nil: anyone may connect
 	DenySubscribe []string          // topic filters whose SUBSCRIBE is refused (SUBACK 0x80)
-	TLS           *tls.Config       // serve MQTT over TLS instead of plain TCP
-	WebSocket     bool              // serve MQTT over WebSocket (ws://)
+	// DenyPublish are topics whose PUBLISH the ACL denies: an MQTT 5
+	// QoS 1 publish then gets PUBACK 0x87 (not authorized), and an MQTT
+	// 3.1.1 client is disconnected (mochi's way; mosquitto acknowledges
+	// and drops it instead).
+	DenyPublish []string
+	// AckCodes answer an MQTT 5 QoS 1 PUBLISH on a topic with this
+	// PUBACK reason code (the message is not delivered).
+	AckCodes  map[string]byte
+	TLS       *tls.Config // serve MQTT over TLS instead of plain TCP
+	WebSocket bool        // serve MQTT over WebSocket (ws://)
+
+	// MQTT 5 CONNACK limits the broker announces and enforces (0: none).
+	ReceiveMaximum    uint16
+	MaximumPacketSize uint32
+	QoS0Only          bool   // Maximum QoS 0
+	NoRetain          bool   // Retain Available 0
+	ServerKeepAlive   uint16 // seconds
+
+	// OnSubscribe, when set, is called with each SUBSCRIBE's filters
+	// before the broker handles it; it may block (holding the client's
+	// packets back).
+	OnSubscribe func(clientID string, filters []string)
+}
+
+// Connect is one CONNECT the broker accepted.
+type Connect struct {
+	ClientID      string
+	Protocol      byte
+	Clean         bool
+	Keepalive     uint16
+	SessionExpiry uint32
+	Username      string
+	WillTopic     string
+	WillRetain    bool
+	WillQoS       byte
+	At            time.Time
 }
 
 // Message is one PUBLISH the broker received.
@@ -36,6 +71,10 @@ type Message struct {
 	QoS      byte
 	Retain   bool
 	At       time.Time
+	// MQTT 5 properties.
+	PayloadFormat byte // 0 unless sent
+	ContentType   string
+	Expiry        uint32
 }
 
 // Broker is a test broker.
@@ -89,6 +128,18 @@ func (b *Broker) URL() string {
 func (b *Broker) serve(ln net.Listener) {
 	srv := mqtt.New(&mqtt.Options{InlineClient: true, Logger: discardLogger()})
 	srv.Options.Capabilities.MaximumClientWritesPending = 65536
+	if o := b.opts; o.ReceiveMaximum > 0 {
+		srv.Options.Capabilities.ReceiveMaximum = o.ReceiveMaximum
+	}
+	if b.opts.MaximumPacketSize > 0 {
+		srv.Options.Capabilities.MaximumPacketSize = b.opts.MaximumPacketSize
+	}
+	if b.opts.QoS0Only {
+		srv.Options.Capabilities.MaximumQos = 0
+	}
+	if b.opts.NoRetain {
+		srv.Options.Capabilities.RetainAvailable = 0
+	}
 	if err := srv.AddHook(b.hook, nil); err != nil {
 		b.t.Fatal(err)
 	}
@@ -185,27 +236,139 @@ var ErrRefused = errors.New("refused by the test broker")
 
 type hook struct {
 	mqtt.HookBase
-	opts Options
-	mu   sync.Mutex
-	msgs []Message
+	opts     Options
+	mu       sync.Mutex
+	msgs     []Message
+	connects []Connect
+}
+
+// Connects returns the CONNECTs accepted so far (since Start, across
+// restarts), in order.
+func (b *Broker) Connects() []Connect {
+	b.hook.mu.Lock()
+	defer b.hook.mu.Unlock()
+	return append([]Connect(nil), b.hook.connects...)
+}
+
+// SetUsers replaces the accepted usernames and passwords.
+func (b *Broker) SetUsers(users map[string]string) {
+	b.hook.mu.Lock()
+	b.hook.opts.Users = users
+	b.hook.mu.Unlock()
+}
+
+// Subscriptions returns the filters the broker holds for a client id
+// (connected or not), sorted.
+func (b *Broker) Subscriptions(clientID string) []string {
+	b.mu.Lock()
+	srv := b.srv
+	b.mu.Unlock()
+	if srv == nil {
+		return nil
+	}
+	cl, ok := srv.Clients.Get(clientID)
+	if !ok {
+		return nil
+	}
+	var out []string
+	for f := range cl.State.Subscriptions.GetAll() {
+		out = append(out, f)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Disconnect makes the broker end a client's connection with an MQTT 5
+// DISCONNECT of this reason code.
+func (b *Broker) Disconnect(clientID string, code byte, reason string) bool {
+	b.mu.Lock()
+	srv := b.srv
+	b.mu.Unlock()
+	if srv == nil {
+		return false
+	}
+	cl, ok := srv.Clients.Get(clientID)
+	if !ok {
+		return false
+	}
+	srv.DisconnectClient(cl, packets.Code{Code: code, Reason: reason})
+	return true
 }
 
 func (h *hook) ID() string { return "testbroker" }
 
 func (h *hook) Provides(b byte) bool {
-	return bytes.Contains([]byte{mqtt.OnPublished, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck}, []byte{b})
+	return bytes.Contains([]byte{mqtt.OnPublished, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck,
+		mqtt.OnConnect, mqtt.OnPacketEncode, mqtt.OnSubscribe, mqtt.OnPublish}, []byte{b})
 }
 
 func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
-	if h.opts.Users == nil {
+	h.mu.Lock()
+	users := h.opts.Users
+	h.mu.Unlock()
+	if users == nil {
 		return true
 	}
-	pw, ok := h.opts.Users[string(cl.Properties.Username)]
+	pw, ok := users[string(cl.Properties.Username)]
 	return ok && pw == string(pk.Connect.Password)
+}
+
+func (h *hook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
+	c := Connect{ClientID: cl.ID, Protocol: pk.ProtocolVersion, Clean: pk.Connect.Clean, Keepalive: pk.Connect.Keepalive,
+		SessionExpiry: pk.Properties.SessionExpiryInterval, Username: string(pk.Connect.Username), At: time.Now()}
+	if pk.Connect.WillFlag {
+		c.WillTopic, c.WillRetain, c.WillQoS = pk.Connect.WillTopic, pk.Connect.WillRetain, pk.Connect.WillQos
+	}
+	if h.opts.ServerKeepAlive > 0 {
+		cl.State.ServerKeepalive = true
+		cl.State.Keepalive = h.opts.ServerKeepAlive
+	}
+	h.mu.Lock()
+	h.connects = append(h.connects, c)
+	h.mu.Unlock()
+	return nil
+}
+
+// OnPacketEncode announces the limits mochi enforces but does not put in
+// its CONNACK.
+func (h *hook) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	if pk.FixedHeader.Type != packets.Connack || cl.Properties.ProtocolVersion < 5 || pk.ReasonCode >= 0x80 {
+		return pk
+	}
+	if h.opts.MaximumPacketSize > 0 {
+		pk.Properties.MaximumPacketSize = h.opts.MaximumPacketSize
+	}
+	if h.opts.NoRetain {
+		pk.Properties.RetainAvailable, pk.Properties.RetainAvailableFlag = 0, true
+	}
+	return pk
+}
+
+func (h *hook) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet {
+	if h.opts.OnSubscribe != nil {
+		var filters []string
+		for _, f := range pk.Filters {
+			filters = append(filters, f.Filter)
+		}
+		h.opts.OnSubscribe(cl.ID, filters)
+	}
+	return pk
+}
+
+func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if code, ok := h.opts.AckCodes[pk.TopicName]; ok && !cl.Net.Inline {
+		return pk, packets.Code{Code: code, Reason: "test broker"}
+	}
+	return pk, nil
 }
 
 func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	if write {
+		for _, t := range h.opts.DenyPublish {
+			if t == topic {
+				return false
+			}
+		}
 		return true
 	}
 	for _, f := range h.opts.DenySubscribe {
@@ -217,7 +380,11 @@ func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 }
 
 func (h *hook) OnPublished(cl *mqtt.Client, pk packets.Packet) {
-	m := Message{ClientID: cl.ID, Topic: pk.TopicName, Payload: bytes.Clone(pk.Payload), QoS: pk.FixedHeader.Qos, Retain: pk.FixedHeader.Retain, At: time.Now()}
+	m := Message{ClientID: cl.ID, Topic: pk.TopicName, Payload: bytes.Clone(pk.Payload), QoS: pk.FixedHeader.Qos, Retain: pk.FixedHeader.Retain, At: time.Now(),
+		ContentType: pk.Properties.ContentType, Expiry: pk.Properties.MessageExpiryInterval}
+	if pk.Properties.PayloadFormatFlag {
+		m.PayloadFormat = pk.Properties.PayloadFormat
+	}
 	h.mu.Lock()
 	h.msgs = append(h.msgs, m)
 	h.mu.Unlock()

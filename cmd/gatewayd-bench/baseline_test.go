@@ -1,4 +1,4 @@
-package session
+package main
 
 import (
 	"log/slog"
@@ -7,12 +7,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gatewayd/gatewayd/internal/broker"
+	embedded "github.com/gatewayd/gatewayd/internal/broker"
 )
 
-func startBroker(tb testing.TB) string {
+func startEmbedded(tb testing.TB) string {
 	tb.Helper()
-	b, err := broker.Start("127.0.0.1:0", slog.New(slog.DiscardHandler))
+	b, err := embedded.Start("127.0.0.1:0", slog.New(slog.DiscardHandler))
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -23,7 +23,7 @@ func startBroker(tb testing.TB) string {
 // TestBaselineClients checks the bench's yardstick: every publish of the
 // bare publisher is acknowledged and reaches the bare subscriber.
 func TestBaselineClients(t *testing.T) {
-	url := startBroker(t)
+	url := startEmbedded(t)
 	var got atomic.Int64
 	sub, err := NewBaselineSubscriber(BaselineOptions{URL: url, ClientID: "sub", CleanSession: true}, "bench/#", 1,
 		func(topic string, payload []byte, at time.Time) { got.Add(1) })
@@ -64,7 +64,7 @@ func TestBaselineConnectFails(t *testing.T) {
 func BenchmarkBaselinePublish(b *testing.B) {
 	for _, qos := range []byte{0, 1} {
 		b.Run("qos"+strconv.Itoa(int(qos)), func(b *testing.B) {
-			pub, err := NewBaselinePublisher(BaselineOptions{URL: startBroker(b), ClientID: "bench"}, qos, 100)
+			pub, err := NewBaselinePublisher(BaselineOptions{URL: startEmbedded(b), ClientID: "bench"}, qos, 100)
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -1,4 +1,4 @@
-package session
+package main
 
 import (
 	"errors"
@@ -11,10 +11,10 @@ import (
 
 // The baseline clients below are paho.mqtt.golang used bare, the way its
 // README shows: no spool, no ordering or resending of their own, paho's own
-// reconnect. cmd/gatewayd-bench measures gatewayd against them (same broker,
+// reconnect. gatewayd-bench measures gatewayd against them (same broker,
 // same payloads, same QoS) and counts what arrives with the subscriber. They
-// live here because this is the only package that imports paho; the daemon
-// does not use them.
+// are benchmark code, outside the daemon (internal/session is the daemon's
+// only importer of an MQTT client).
 
 // BaselineOptions are the connection settings of a baseline client. What is
 // not here is paho's default (auto-reconnect on, backoff from 1 s).
