@@ -13,6 +13,7 @@ import (
 	"github.com/gatewayd/gatewayd/internal/broker"
 	"github.com/gatewayd/gatewayd/internal/config"
 	"github.com/gatewayd/gatewayd/internal/gateway"
+	"github.com/gatewayd/gatewayd/internal/homeassistant"
 	"github.com/gatewayd/gatewayd/internal/metrics"
 	"github.com/gatewayd/gatewayd/internal/session"
 	"github.com/gatewayd/gatewayd/internal/spool"
@@ -39,6 +40,7 @@ type App struct {
 	log    *slog.Logger
 	http   *metrics.Server
 	broker *broker.Broker
+	ha     *homeassistant.Announcer // nil unless homeassistant.discovery
 }
 
 // New builds every component and opens every listener, so that a taken
@@ -85,18 +87,21 @@ func New(cfg *config.Config, log *slog.Logger, version string) (_ *App, err erro
 		}
 	}
 	msgs := gateway.NewMessageLogger(cfg.Subscriptions, m, log.With("component", "subscriptions"))
-	a.Session, err = session.New(session.Options{
+	a.newHomeAssistant(cfg, version, log.With("component", "homeassistant"))
+	sopts := session.Options{
 		Broker:        b,
 		URLs:          urls,
 		Subscriptions: cfg.Subscriptions,
 		OnMessage:     msgs.Handle,
 		GatewayID:     cfg.Gateway.ID,
 		StateDir:      cfg.Buffer.Dir,
-	}, log.With("component", "session"), m, a.Liveness)
+	}
+	a.haSession(&sopts)
+	a.Session, err = session.New(sopts, log.With("component", "session"), m, a.Liveness)
 	if err != nil {
 		return nil, err
 	}
-	if a.Poller, err = gateway.NewPoller(cfg, a.Queue, m, log.With("component", "sensors"), a.Liveness); err != nil {
+	if a.Poller, err = gateway.NewPoller(cfg, a.pollerQueue(), m, log.With("component", "sensors"), a.Liveness); err != nil {
 		return nil, err
 	}
 	a.Publisher = gateway.NewPublisher(a.Queue, a.Session, cfg.Buffer.MaxInflight, cfg.Broker.Keepalive.D(),
@@ -127,7 +132,7 @@ func (a *App) Run(ctx context.Context, onStopping func()) error {
 	defer a.close()
 	// Each component runs under its own context, cancelled in shutdown
 	// order; a component that fails stops the daemon.
-	fatal := make(chan error, 4)
+	fatal := make(chan error, 5)
 	start := func(name string, run func(context.Context) error) (stop func()) {
 		cctx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})
@@ -143,6 +148,10 @@ func (a *App) Run(ctx context.Context, onStopping func()) error {
 	stopSession := start("session", a.Session.Run)
 	stopPublisher := start("publisher", a.Publisher.Run)
 	stopPoller := start("poller", a.Poller.Run)
+	stopHA := func() {}
+	if a.ha != nil {
+		stopHA = start("homeassistant", a.ha.Run)
+	}
 
 	a.log.Info("gatewayd started", "gateway", a.cfg.Gateway.ID, "sensors", len(a.cfg.Sensors),
 		"metrics", "http://"+a.http.Addr()+"/metrics", "buffer_durable", a.Queue.Durable())
@@ -168,6 +177,7 @@ func (a *App) Run(ctx context.Context, onStopping func()) error {
 			a.log.Warn("readings not published before shutdown", "count", left)
 		}
 	}
+	stopHA()
 	stopSession()
 	stopHTTP()
 	return runErr

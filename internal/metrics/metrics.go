@@ -32,6 +32,7 @@ type Metrics struct {
 	BufferDropped         prometheus.Counter
 	BufferDiskErrors      prometheus.Counter
 	BufferCorrupt         prometheus.Counter
+	HADiscoveryMessages   prometheus.Counter
 
 	// Sensors holds the gatewayd_sensor_* metrics; the /metrics handler
 	// writes them after what Registry gathers.
@@ -70,6 +71,7 @@ func New(version string) *Metrics {
 		BufferDropped:         f.counter("gatewayd_buffer_dropped_total", "Readings dropped because the buffer was full (oldest first)."),
 		BufferDiskErrors:      f.counter("gatewayd_buffer_disk_errors_total", "Failures of the disk buffer; after one the buffer is kept in memory."),
 		BufferCorrupt:         f.counter("gatewayd_buffer_corrupt_total", "Disk buffers found unreadable at start and moved aside."),
+		HADiscoveryMessages:   f.counter("gatewayd_homeassistant_discovery_messages_total", "Home Assistant discovery messages (configs and clearings, not readings) sent to the broker."),
 	}
 	m.Sensors = &SensorSet{} // written by the /metrics handler, not registered
 	bi := f.gaugeVec("gatewayd_build_info", "Always 1; the labels tell the version and the Go version.", "version", "goversion")

@@ -98,6 +98,13 @@ func (se *SeriesStats) Value() (float64, bool) {
 	return math.Float64frombits(se.value.Load()), se.hasValue.Load()
 }
 
+// All returns the sensors in the order they were added.
+func (s *SensorSet) All() []*SensorStats {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.sensors[:len(s.sensors):len(s.sensors)]
+}
+
 // WriteText writes the per-sensor families in the Prometheus text format
 // (version 0.0.4), straight from the counters: at 10,000 sensors a scrape
 // through client_golang's Gather allocated about 96 MB for the 70,000
