@@ -78,21 +78,17 @@ func New(cfg *config.Config, log *slog.Logger, version string) (_ *App, err erro
 		}
 	}
 
-	b := cfg.Broker
-	if b.PasswordFile != "" {
-		// The session is to call ReadPassword at each connect; until it
-		// does, the file is read here, at start.
-		if b.Password, err = b.ReadPassword(); err != nil {
-			return nil, err
-		}
-	}
 	msgs := gateway.NewMessageLogger(cfg.Subscriptions, m, log.With("component", "subscriptions"))
 	a.newHomeAssistant(cfg, version, log.With("component", "homeassistant"))
 	sopts := session.Options{
-		Broker:        b,
+		Broker:        cfg.Broker, // password_file and TLS files are read at each connect
 		URLs:          urls,
 		Subscriptions: cfg.Subscriptions,
 		OnMessage:     msgs.Handle,
+		Protocol:      cfg.Broker.Protocol,
+		SessionExpiry: cfg.Broker.SessionExpiry.D(),
+		MessageExpiry: cfg.Publish.MessageExpiry.D(),
+		URLOrder:      cfg.Broker.URLOrder,
 		GatewayID:     cfg.Gateway.ID,
 		StateDir:      cfg.Buffer.Dir,
 	}

@@ -13,6 +13,10 @@ import (
 	"github.com/gatewayd/gatewayd/internal/testbroker"
 )
 
+// testProtocol is the broker.protocol of baseYAML; TestGuaranteesOnMQTT5
+// runs the tests again with 5.
+var testProtocol = 4
+
 func baseYAML(url string) string {
 	return fmt.Sprintf(`gateway: {id: gw}
 broker:
@@ -20,7 +24,8 @@ broker:
   keepalive: 2s
   connect_timeout: 1s
   reconnect_max_interval: 500ms
-`, url)
+  protocol: %d
+`, url, testProtocol)
 }
 
 func TestReadingsArriveAsSpecified(t *testing.T) {
@@ -377,9 +382,9 @@ func TestWebSocket(t *testing.T) {
 }
 
 func TestTLSWithClientCertificate(t *testing.T) {
-	pki := newPKI(t)
-	b := testbroker.Start(t, testbroker.Options{TLS: pki.serverConfig()})
-	tlsYAML := fmt.Sprintf("  tls: {ca_file: %q, cert_file: %q, key_file: %q}\n", pki.caFile, pki.certFile, pki.keyFile)
+	pki := testbroker.NewPKI(t)
+	b := testbroker.Start(t, testbroker.Options{TLS: pki.ServerConfig()})
+	tlsYAML := fmt.Sprintf("  tls: {ca_file: %q, cert_file: %q, key_file: %q}\n", pki.CAFile, pki.CertFile, pki.KeyFile)
 	d := startDaemon(t, baseYAML(b.URL())+tlsYAML+sensorsYAML(1, "20ms"))
 	testbroker.Eventually(t, 10*time.Second, "readings over TLS", func() bool {
 		return len(b.Messages(readingsOn("gatewayd/gw/s0/"))) >= 10
@@ -387,7 +392,7 @@ func TestTLSWithClientCertificate(t *testing.T) {
 	d.stop()
 
 	// Without the client certificate the broker refuses the handshake.
-	noCert := startDaemon(t, baseYAML(b.URL())+fmt.Sprintf("  tls: {ca_file: %q}\n", pki.caFile)+"sensors: []\n")
+	noCert := startDaemon(t, baseYAML(b.URL())+fmt.Sprintf("  tls: {ca_file: %q}\n", pki.CAFile)+"sensors: []\n")
 	testbroker.Eventually(t, 10*time.Second, "refused", func() bool { return value(noCert.Metrics.MQTTConnectFailures) >= 2 })
 	if noCert.Session.Connected() {
 		t.Fatal("connected without a client certificate")

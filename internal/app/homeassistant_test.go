@@ -142,7 +142,14 @@ func TestHomeAssistantBrokerRestart(t *testing.T) {
 	b := testbroker.Start(t, testbroker.Options{})
 	d := startDaemon(t, haYAML(b.URL(), "50ms"))
 	cfgTopic := "homeassistant/sensor/gw/room_temperature/config"
-	testbroker.Eventually(t, 10*time.Second, "announced", func() bool { _, ok := b.Retained(cfgTopic); return ok })
+	testbroker.Eventually(t, 10*time.Second, "every config announced", func() bool {
+		for _, tp := range append(haGateway, mapKeys(haSeries)...) {
+			if countOn(b, tp) == 0 {
+				return false
+			}
+		}
+		return true
+	})
 
 	b.Stop()
 	taken := value(d.Metrics.ReadingsTaken)
@@ -224,4 +231,14 @@ func mapKeys(m map[string]string) []string {
 		out = append(out, k)
 	}
 	return out
+}
+
+// TestHomeAssistantOnMQTT5 runs the discovery tests again with
+// broker.protocol 5.
+func TestHomeAssistantOnMQTT5(t *testing.T) {
+	testProtocol = 5
+	defer func() { testProtocol = 4 }()
+	t.Run("Discovery", TestHomeAssistantDiscovery)
+	t.Run("BrokerRestart", TestHomeAssistantBrokerRestart)
+	t.Run("Reload", TestHomeAssistantReload)
 }

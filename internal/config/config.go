@@ -61,6 +61,14 @@ type Broker struct {
 	PasswordFile         string       `yaml:"password_file"` // read at each connect: ReadPassword
 	TLS                  TLS          `yaml:"tls"`
 	Availability         Availability `yaml:"availability"`
+	// Protocol is the MQTT protocol level: 4 (3.1.1) or 5.
+	Protocol int `yaml:"protocol"`
+	// SessionExpiry (MQTT 5) is how long the broker keeps the session
+	// while gatewayd is away.
+	SessionExpiry Duration `yaml:"session_expiry"`
+	// URLOrder is the failover order of URLs: ordered | random (shuffled
+	// with a seed of gateway.id).
+	URLOrder string `yaml:"url_order"`
 
 	// UseEmbedded is true when broker.urls was not given and the embedded
 	// broker is on: the daemon then connects to the embedded broker's
@@ -97,6 +105,9 @@ type Publish struct {
 	Format string `yaml:"format"` // json | value
 	QoS    int    `yaml:"qos"`
 	Retain bool   `yaml:"retain"`
+	// MessageExpiry (MQTT 5): a reading not delivered within this is
+	// discarded by the broker; 0: never.
+	MessageExpiry Duration `yaml:"message_expiry"`
 }
 
 // Buffer is where readings wait for the broker.
@@ -173,6 +184,9 @@ func Default() *Config {
 			Keepalive:            Duration(30 * time.Second),
 			ConnectTimeout:       Duration(10 * time.Second),
 			ReconnectMaxInterval: Duration(30 * time.Second),
+			Protocol:             4,
+			SessionExpiry:        Duration(168 * time.Hour),
+			URLOrder:             "ordered",
 			Availability: Availability{
 				Topic:   "gatewayd/{gateway}/status",
 				Online:  "online",

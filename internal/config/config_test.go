@@ -97,6 +97,10 @@ func TestDefaults(t *testing.T) {
 		{"clean_session", c.Broker.CleanSession, false},
 		{"keepalive", c.Broker.Keepalive.D(), 30 * time.Second},
 		{"reconnect_max_interval", c.Broker.ReconnectMaxInterval.D(), 30 * time.Second},
+		{"protocol", c.Broker.Protocol, 4},
+		{"session_expiry", c.Broker.SessionExpiry.D(), 168 * time.Hour},
+		{"url_order", c.Broker.URLOrder, "ordered"},
+		{"message_expiry", c.Publish.MessageExpiry.D(), time.Duration(0)},
 		{"availability", c.Broker.Availability.Topic, "gatewayd/" + host + "/status"},
 		{"publish.topic", c.Publish.Topic, "gatewayd/{gateway}/{sensor}/{quantity}"},
 		{"publish.qos", c.Publish.QoS, 1},
@@ -140,6 +144,9 @@ func TestFullFile(t *testing.T) {
 	}
 	if c.Buffer.MaxBytes != 2<<20 {
 		t.Errorf("max_bytes = %d", c.Buffer.MaxBytes)
+	}
+	if b := c.Broker; b.Protocol != 5 || b.SessionExpiry.D() != time.Hour || b.URLOrder != "random" || c.Publish.MessageExpiry.D() != 30*time.Second {
+		t.Errorf("MQTT 5 keys: protocol %d session_expiry %s url_order %q message_expiry %s", b.Protocol, b.SessionExpiry, b.URLOrder, c.Publish.MessageExpiry)
 	}
 	if c.Broker.Password.String() != "[redacted]" || c.Broker.Password.Reveal() != "s3cret" {
 		t.Error("password not kept secret")

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/url"
 	"regexp"
@@ -117,6 +118,19 @@ func (v *validator) validateBroker(b *Broker) {
 		v.add("broker.reconnect_max_interval", "must be at least 100ms, not %s", b.ReconnectMaxInterval)
 	}
 	v.validateTLS(&b.TLS)
+	if b.Protocol != 4 && b.Protocol != 5 {
+		v.add("broker.protocol", "must be 4 (MQTT 3.1.1) or 5 (MQTT 5), not %d", b.Protocol)
+	}
+	if b.SessionExpiry.D() < time.Second {
+		v.add("broker.session_expiry", "must be at least 1s, not %s (for a session that ends with the connection, set clean_session: true)", b.SessionExpiry)
+	} else {
+		v.mqttSeconds("broker.session_expiry", b.SessionExpiry)
+	}
+	switch b.URLOrder {
+	case "ordered", "random":
+	default:
+		v.add("broker.url_order", "must be ordered or random, not %q", b.URLOrder)
+	}
 	a := b.Availability
 	if a.Topic != "" {
 		v.topicName("broker.availability.topic", a.Topic, "")
@@ -144,6 +158,22 @@ func (v *validator) validatePublish(c *Config) {
 		v.add("publish.format", "must be json or value, not %q", p.Format)
 	}
 	v.qos("publish.qos", p.QoS)
+	if p.MessageExpiry < 0 {
+		v.add("publish.message_expiry", "must be 0 (none) or more, not %s", p.MessageExpiry)
+	} else {
+		v.mqttSeconds("publish.message_expiry", p.MessageExpiry)
+	}
+}
+
+// mqttSeconds checks a duration that MQTT 5 sends as a four-byte count of
+// seconds.
+func (v *validator) mqttSeconds(path string, d Duration) {
+	switch {
+	case d.D()%time.Second != 0:
+		v.add(path, "must be whole seconds (MQTT counts it in seconds), not %s", d)
+	case d.D() > math.MaxUint32*time.Second:
+		v.add(path, "must be at most %s, not %s", time.Duration(math.MaxUint32)*time.Second, d)
+	}
 }
 
 func (v *validator) validateBuffer(b *Buffer) {

@@ -406,3 +406,60 @@ func TestSubscribeRetriedOnTheSameConnection(t *testing.T) {
 		}
 	})
 }
+
+// TestTLSAndRenewedCertificate: TLS with a client certificate, and a
+// renewed certificate used at the next connect, without a restart.
+func TestTLSAndRenewedCertificate(t *testing.T) {
+	eachProtocol(t, func(t *testing.T, proto int) {
+		pki := testbroker.NewPKI(t)
+		b := testbroker.Start(t, testbroker.Options{TLS: pki.ServerConfig()})
+		o := brokerOptions(b.URL(), "gw")
+		o.TLS = config.TLS{CAFile: pki.CAFile, CertFile: pki.CertFile, KeyFile: pki.KeyFile}
+		r := start(t, Options{Broker: o, Protocol: proto})
+		c := r.conn()
+		if err := publish(t, c, "x", 1, false, 0, "1"); err != nil {
+			t.Fatal(err)
+		}
+		pki.IssueClient("gatewayd-renewed")
+		c.Abort(errors.New("test"))
+		<-c.Lost()
+		r.conn()
+		if got := pki.ClientNames(); len(got) != 2 || got[0] != "gatewayd" || got[1] != "gatewayd-renewed" {
+			t.Errorf("client certificates seen: %v", got)
+		}
+	})
+}
+
+func TestWebSocket(t *testing.T) {
+	eachProtocol(t, func(t *testing.T, proto int) {
+		b := testbroker.Start(t, testbroker.Options{WebSocket: true})
+		r := start(t, Options{Broker: brokerOptions(b.URL(), "gw"), Protocol: proto,
+			Subscriptions: []config.Subscription{{Topic: "in/#", QoS: 1}}})
+		c := r.conn()
+		for range 50 {
+			if err := publish(t, c, "in/x", 1, false, 0, "ws"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		testbroker.Eventually(t, 10*time.Second, "50 back over ws://", func() bool { return len(r.messages()) == 50 })
+	})
+}
+
+// TestLastWill: a connection that dies leaves the retained will
+// "offline"; the next connection says "online" again.
+func TestLastWill(t *testing.T) {
+	eachProtocol(t, func(t *testing.T, proto int) {
+		b := testbroker.Start(t, testbroker.Options{})
+		p := testbroker.NewProxy(t, b.Addr())
+		r := start(t, Options{Broker: brokerOptions(p.URL(), "gw"), Protocol: proto})
+		r.conn()
+		status := func(want string) func() bool {
+			return func() bool { v, _ := b.Retained("gatewayd/gw/status"); return string(v) == want }
+		}
+		testbroker.Eventually(t, 10*time.Second, "online", status("online"))
+		p.Cut()
+		testbroker.Eventually(t, 10*time.Second, "will published", status("offline"))
+		p.Restore()
+		testbroker.Eventually(t, 10*time.Second, "online again", status("online"))
+	})
+}

@@ -5,11 +5,9 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
-	"io"
 	"net"
 	"net/url"
 	"os"
-	"strings"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
@@ -84,21 +82,6 @@ func tlsConfig(t config.TLS) (*tls.Config, error) {
 // password is the broker password: broker.password_file read now (so that
 // a rotated password applies at the next connect), else broker.password.
 func password(b config.Broker) (string, error) {
-	if b.PasswordFile == "" {
-		return b.Password.Reveal(), nil
-	}
-	f, err := os.Open(b.PasswordFile)
-	if err != nil {
-		return "", fmt.Errorf("broker.password_file: %w", err)
-	}
-	defer f.Close()
-	b2, err := io.ReadAll(io.LimitReader(f, 4096))
-	if err != nil {
-		return "", fmt.Errorf("broker.password_file: %w", err)
-	}
-	pw := strings.TrimRight(string(b2), "\r\n")
-	if pw == "" {
-		return "", fmt.Errorf("broker.password_file: %s is empty", b.PasswordFile)
-	}
-	return pw, nil
+	pw, err := b.ReadPassword()
+	return pw.Reveal(), err
 }

@@ -59,8 +59,8 @@ type broker struct {
 }
 
 // newBroker writes a config for a mosquitto on a free port of 127.0.0.1
-// and starts it.
-func newBroker(t *testing.T, d durability) *broker {
+// (with extra config lines) and starts it.
+func newBroker(t *testing.T, d durability, extra ...string) *broker {
 	t.Helper()
 	b := &broker{t: t, dir: t.TempDir(), port: freePort(t)}
 	b.conf = filepath.Join(b.dir, "mosquitto.conf")
@@ -80,6 +80,7 @@ func newBroker(t *testing.T, d durability) *broker {
 	if d == autosaveShort {
 		lines = append(lines, "autosave_interval 1")
 	}
+	lines = append(lines, extra...)
 	if os.Geteuid() == 0 {
 		lines = append(lines, "user root") // else it drops to "mosquitto", which cannot write b.dir
 	}

@@ -32,9 +32,9 @@ type rig struct {
 
 // newRig starts a mosquitto and a subscriber for gateway id, and writes a
 // gatewayd config for them (gatewayd itself is started by the case).
-func newRig(t *testing.T, id string, d durability, c gwConfig) *rig {
+func newRig(t *testing.T, id string, d durability, c gwConfig, brokerConf ...string) *rig {
 	t.Helper()
-	r := &rig{t: t, id: id, broker: newBroker(t, d)}
+	r := &rig{t: t, id: id, broker: newBroker(t, d, brokerConf...)}
 	r.sub = newSubscriber(t, r.broker.url(), "faults-sub-"+id, id)
 	c.id, c.url = id, r.broker.url()
 	r.config = writeConfig(t, c)

@@ -35,6 +35,15 @@ type gwConfig struct {
 	bufferDir   string // buffer.dir; "": in memory
 }
 
+// protocol is the MQTT protocol level every case runs gatewayd with:
+// GATEWAYD_FAULTS_PROTOCOL=5 for MQTT 5, else 4 (3.1.1). CI runs both.
+var protocol = func() int {
+	if os.Getenv("GATEWAYD_FAULTS_PROTOCOL") == "5" {
+		return 5
+	}
+	return 4
+}()
+
 // writeConfig writes a gatewayd config file into a new temp dir.
 func writeConfig(t *testing.T, c gwConfig) string {
 	t.Helper()
@@ -46,10 +55,11 @@ broker:
   keepalive: 2s
   connect_timeout: 2s
   reconnect_max_interval: 1s
+  protocol: %d
 embedded_broker: {enabled: false}
 metrics: {listen: "127.0.0.1:0"}
 buffer:
-`, c.id, c.url)
+`, c.id, c.url, protocol)
 	if c.maxMessages > 0 {
 		fmt.Fprintf(&b, "  max_messages: %d\n", c.maxMessages)
 	}
@@ -370,8 +380,19 @@ func quiet(g *gatewayd) metricsSnap {
 	return g.waitMetrics(30*time.Second, "backlog gone and published + dropped + waiting == taken", func(m metricsSnap) bool {
 		waiting := m.get("gatewayd_buffer_messages")
 		return m.get("gatewayd_mqtt_connected") == 1 && waiting <= inFlightAtRest &&
-			m.get("gatewayd_mqtt_messages_published_total")+m.get("gatewayd_buffer_dropped_total")+waiting == m.get("gatewayd_readings_taken_total")+inherited
+			m.get("gatewayd_mqtt_messages_published_total")+m.get("gatewayd_buffer_dropped_total")+refused(m)+waiting == m.get("gatewayd_readings_taken_total")+inherited
 	})
+}
+
+// refused is the readings the broker refused (MQTT 5), all reasons.
+func refused(m metricsSnap) float64 {
+	n := 0.0
+	for k, v := range m {
+		if strings.HasPrefix(k, "gatewayd_mqtt_publish_refused_total{") {
+			n += v
+		}
+	}
+	return n
 }
 
 // inFlightAtRest bounds the readings waiting in a scrape of a gatewayd that

@@ -23,6 +23,7 @@ type row struct {
 	Taken       float64
 	Published   float64
 	Dropped     float64
+	Refused     float64
 	Resent      float64
 	Lost        string // seqs missing at the subscriber, and notes on them
 	Dups        int
@@ -62,6 +63,7 @@ func (r *row) counters(m metricsSnap) {
 	r.Taken += m.get("gatewayd_readings_taken_total")
 	r.Published += m.get("gatewayd_mqtt_messages_published_total")
 	r.Dropped += m.get("gatewayd_buffer_dropped_total")
+	r.Refused += refused(m)
 	r.Resent += m.get("gatewayd_mqtt_resent_total")
 }
 
@@ -93,11 +95,14 @@ func describeEnv() envInfo {
 	return e
 }
 
-// The report goes between these markers; the rest of the file is prose.
-const (
-	beginMarker = "<!-- BEGIN fault-suite results (written by test/faults) -->"
-	endMarker   = "<!-- END fault-suite results -->"
-)
+// The report goes between these markers, one pair per protocol; the rest
+// of the file is prose.
+func markers() (begin, end string) {
+	if protocol == 5 {
+		return "<!-- BEGIN fault-suite results, MQTT 5 (written by test/faults) -->", "<!-- END fault-suite results, MQTT 5 -->"
+	}
+	return "<!-- BEGIN fault-suite results (written by test/faults) -->", "<!-- END fault-suite results -->"
+}
 
 // writeReport puts the table of this run into path (relative paths are
 // taken from the module root), between the markers if the file has them,
@@ -110,19 +115,24 @@ func writeReport(path string, env envInfo, took time.Duration, code int) error {
 		}
 		path = filepath.Join(root, path)
 	}
+	beginMarker, endMarker := markers()
 	var b strings.Builder
 	outcome := "all cases passed"
 	if code != 0 {
 		outcome = "SOME CASES FAILED"
 	}
-	fmt.Fprintf(&b, "%s\n\nRun of %s on %d CPUs (load average at start %s), %s, %s, %s: %s in %s.\n\n",
-		beginMarker, env.date, env.cpus, env.load, env.goVersion, env.mosquitto, "gatewayd built from this tree", outcome, took.Round(time.Second))
-	b.WriteString("| case | result | taken | published | dropped | lost (missing seq) | duplicates | resent | reconnect | notes |\n")
-	b.WriteString("|---|---|---:|---:|---:|---|---:|---:|---:|---|\n")
+	proto := "MQTT 3.1.1"
+	if protocol == 5 {
+		proto = "MQTT 5"
+	}
+	fmt.Fprintf(&b, "%s\n\nRun of %s on %d CPUs (load average at start %s), %s, %s, %s, %s: %s in %s.\n\n",
+		beginMarker, env.date, env.cpus, env.load, env.goVersion, env.mosquitto, "gatewayd built from this tree", proto, outcome, took.Round(time.Second))
+	b.WriteString("| case | result | taken | published | dropped | refused | lost (missing seq) | duplicates | resent | reconnect | notes |\n")
+	b.WriteString("|---|---|---:|---:|---:|---:|---|---:|---:|---:|---|\n")
 	resultsMu.Lock()
 	for _, r := range results {
-		fmt.Fprintf(&b, "| %s. %s | %s | %.0f | %.0f | %.0f | %s | %d | %.0f | %s | %s |\n",
-			r.Case, r.Title, r.Result, r.Taken, r.Published, r.Dropped, r.Lost, r.Dups, r.Resent, r.Reconnect,
+		fmt.Fprintf(&b, "| %s. %s | %s | %.0f | %.0f | %.0f | %.0f | %s | %d | %.0f | %s | %s |\n",
+			r.Case, r.Title, r.Result, r.Taken, r.Published, r.Dropped, r.Refused, r.Lost, r.Dups, r.Resent, r.Reconnect,
 			strings.Join(r.Notes, "; "))
 	}
 	resultsMu.Unlock()
