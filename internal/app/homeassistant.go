@@ -2,6 +2,7 @@ package app
 
 import (
 	"log/slog"
+	"time"
 
 	"github.com/gatewayd/gatewayd/internal/config"
 	"github.com/gatewayd/gatewayd/internal/homeassistant"
@@ -30,13 +31,20 @@ func haConfig(cfg *config.Config, version string) homeassistant.Config {
 		if !s.Push() {
 			stale = 0
 		}
-		out.Sensors = append(out.Sensors, homeassistant.Sensor{
+		hs := homeassistant.Sensor{
 			Name:   s.Name,
 			Model:  homeassistant.Model(s.Type, s.Source),
 			Topic:  s.Publish.Topic,
 			QoS:    s.Publish.QoS,
-			Expire: homeassistant.ExpireAfter(s.Interval.D(), s.Timeout.D(), s.Heartbeat.D(), len(s.Deadband) > 0, stale),
-		})
+			Expire: homeassistant.ExpireAfter(s.Interval.D(), s.Timeout.D(), s.Heartbeat.D(), false, stale),
+		}
+		for q := range s.Deadband {
+			if hs.ExpireOf == nil {
+				hs.ExpireOf = map[string]time.Duration{}
+			}
+			hs.ExpireOf[q] = homeassistant.ExpireAfter(s.Interval.D(), s.Timeout.D(), s.Heartbeat.D(), true, stale)
+		}
+		out.Sensors = append(out.Sensors, hs)
 	}
 	return out
 }

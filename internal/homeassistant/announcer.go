@@ -17,8 +17,19 @@ import (
 // Conn is a connection to the broker as the session hands it over
 // (*session.Conn).
 type Conn interface {
-	Publish(topic string, qos byte, retain bool, payload []byte) session.Token
+	PublishWith(topic string, qos byte, retain bool, flags session.Flags, payload []byte) session.Token
 	Lost() <-chan struct{}
+}
+
+// publish sends m retained at QoS 1; on MQTT 5 a config says it is JSON
+// (content type), and never expires (no message expiry: it is retained for
+// Home Assistant's next start).
+func publish(c Conn, m Message) session.Token {
+	var flags session.Flags
+	if len(m.Payload) > 0 {
+		flags = session.JSON
+	}
+	return c.PublishWith(m.Topic, 1, true, flags, m.Payload)
 }
 
 // Announcer sends the discovery messages: every config after each connect
@@ -157,7 +168,7 @@ func (a *Announcer) send(c Conn, msgs iter.Seq[Message]) (int, error) {
 		return nil
 	}
 	for m := range msgs {
-		batch = append(batch, c.Publish(m.Topic, 1, true, m.Payload))
+		batch = append(batch, publish(c, m))
 		if len(batch) == window {
 			if err := flush(); err != nil {
 				return acked, err
@@ -211,7 +222,7 @@ func (a *Announcer) Observe(key, topic string) {
 		return
 	}
 	// Not waited for: a lost connection sends it again at the next connect.
-	c.Publish(m.Topic, 1, true, m.Payload)
+	publish(c, m)
 	if a.OnSent != nil {
 		a.OnSent(1)
 	}
@@ -310,7 +321,7 @@ func (a *Announcer) publishDiagnostics(c Conn, force bool) {
 	a.diagFor, a.diagWas = c, d
 	m := a.cat.cfg.DiagnosticsMessage(d)
 	a.mu.Unlock()
-	c.Publish(m.Topic, 1, true, m.Payload)
+	publish(c, m)
 }
 
 func isClosed(c <-chan struct{}) bool {

@@ -131,7 +131,7 @@ func TestAnnouncer(t *testing.T) {
 	// A new series while connected: its config goes out before the
 	// reading that the caller publishes next.
 	a.Observe("air/pressure", "home/air/pressure")
-	conn.Publish("home/air/pressure", 1, false, []byte(`{"value":1013.2}`))
+	conn.Publish("home/air/pressure", 1, false, []byte(`{"value":1013.2}`)) // as the publisher would
 	waitFor(t, "the reading", 5*time.Second, func() bool { return count(b, "home/air/pressure") == 1 })
 	var order []string
 	for _, m := range b.Messages(nil) {

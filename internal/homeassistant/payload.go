@@ -54,7 +54,17 @@ type Sensor struct {
 	QoS   byte // the QoS its readings are published with
 	// Expire is how long after its last reading Home Assistant shows the
 	// sensor's entities as unavailable (expire_after); 0: never.
-	Expire time.Duration
+	// ExpireOf overrides it for some quantities (those with a deadband).
+	Expire   time.Duration
+	ExpireOf map[string]time.Duration
+}
+
+// expire is the expiry of one quantity of the sensor.
+func (s *Sensor) expire(quantity string) time.Duration {
+	if d, ok := s.ExpireOf[quantity]; ok {
+		return d
+	}
+	return s.Expire
 }
 
 // Message is one discovery message: retained, at QoS 1. An empty payload
@@ -281,8 +291,8 @@ func (c *Config) seriesEntity(s *Sensor, quantity, unit, stateTopic string) Mess
 		// Assistant keep long-term statistics.
 		e.StateClass = "measurement"
 	}
-	if s.Expire > 0 {
-		e.ExpireAfter = int64(math.Ceil(s.Expire.Seconds()))
+	if d := s.expire(quantity); d > 0 {
+		e.ExpireAfter = int64(math.Ceil(d.Seconds()))
 	}
 	c.availability(e)
 	e.Device = c.sensorDevice(s)
@@ -332,13 +342,13 @@ func entityID(platform string, parts ...string) string {
 	return platform + "." + slug
 }
 
-// ExpireAfter is how long after a sensor's last reading Home Assistant
+// ExpireAfter is how long after a quantity's last reading Home Assistant
 // should show it as unavailable: three missed periods plus the read
 // timeout, at least 30 s, so that a late read or a reconnect does not make
-// it flicker. The period is the interval, or with a deadband the heartbeat
-// (readings within the deadband are not published at all; without a
-// heartbeat a steady value may never be published again, so nothing
-// expires). A push sensor (rtl433, ble) has stale_after, which already
+// it flicker. The period is the interval, or for a quantity with a deadband
+// the heartbeat (readings within the deadband are not published at all;
+// without a heartbeat a steady value may never be published again, so
+// nothing expires). A push sensor (rtl433, ble) has stale_after, which already
 // says how long silence is normal, and uses it as it is. 0 means never.
 func ExpireAfter(interval, timeout, heartbeat time.Duration, deadband bool, staleAfter time.Duration) time.Duration {
 	if staleAfter > 0 {

@@ -226,6 +226,20 @@ func TestSeriesPayloadVariants(t *testing.T) {
 			absent: []string{"expire_after"},
 		},
 		{
+			name: "a quantity's own expiry (deadband)", quantity: "temperature", unit: "°C",
+			edit: func(c *Config) {
+				c.Sensors[0].ExpireOf = map[string]time.Duration{"temperature": 30*time.Minute + 5*time.Second}
+			},
+			topic: "homeassistant/sensor/box-1/living-room_temperature/config",
+			want:  map[string]any{"expire_after": float64(1805)},
+		},
+		{
+			name: "another quantity's deadband changes nothing", quantity: "humidity", unit: "%",
+			edit:  func(c *Config) { c.Sensors[0].ExpireOf = map[string]time.Duration{"temperature": 0} },
+			topic: "homeassistant/sensor/box-1/living-room_humidity/config",
+			want:  map[string]any{"expire_after": float64(60)},
+		},
+		{
 			name: "another prefix", edit: func(c *Config) { c.Prefix = "ha/discovery" }, quantity: "temperature", unit: "°C",
 			topic: "ha/discovery/sensor/box-1/living-room_temperature/config",
 		},
