@@ -19,6 +19,13 @@ if ! systemd-analyze verify "$tmp/gatewayd.service" 2>"$tmp/verify.err" || [ -s 
   echo "FAIL systemd-analyze verify:"; cat "$tmp/verify.err"; exit 1
 fi
 echo "PASS systemd-analyze verify (no warnings)"
+# The commented LoadCredential= example must stay valid when uncommented.
+sed 's/^#LoadCredential=/LoadCredential=/' "$tmp/gatewayd.service" >"$tmp/gatewayd-credential.service"
+grep -q '^LoadCredential=mqtt-password:' "$tmp/gatewayd-credential.service" || { echo "FAIL no LoadCredential= example in the unit"; exit 1; }
+if ! systemd-analyze verify "$tmp/gatewayd-credential.service" 2>"$tmp/verify.err" || [ -s "$tmp/verify.err" ]; then
+  echo "FAIL systemd-analyze verify with LoadCredential= uncommented:"; cat "$tmp/verify.err"; exit 1
+fi
+echo "PASS systemd-analyze verify with the LoadCredential= example uncommented"
 # The drop-ins in gatewayd.service.d/, each on its own with the unit: verify
 # reads a unit's drop-ins from gatewayd.service.d/ on the unit search path
 # (SYSTEMD_UNIT_PATH), and must be clean with each.
@@ -33,7 +40,10 @@ for dropin in "$here"/gatewayd.service.d/*.conf; do
   fi
   # A misspelt key is only a warning above, and a drop-in that is not read
   # at all is silent: check that systemd sees what the drop-in sets.
-  if ! SYSTEMD_UNIT_PATH="$tmp/unit:" systemd-analyze security --offline=true "$tmp/unit/gatewayd.service" 2>&1 | grep -q "✗ PrivateDevices="; then
+  # (Into a file first: grep -q stops reading early, and under pipefail the
+  # writer's SIGPIPE failed the check at random.)
+  SYSTEMD_UNIT_PATH="$tmp/unit:" systemd-analyze security --offline=true "$tmp/unit/gatewayd.service" >"$tmp/dropin.out" 2>&1 || true
+  if ! grep -q "✗ PrivateDevices=" "$tmp/dropin.out"; then
     echo "FAIL $name: systemd does not apply it (PrivateDevices= still set)"
     SYSTEMD_UNIT_PATH="$tmp/unit:" systemd-analyze security --offline=true "$tmp/unit/gatewayd.service" 2>&1 | grep -i privatedevices || true
     exit 1

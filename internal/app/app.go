@@ -41,13 +41,18 @@ type App struct {
 	http   *metrics.Server
 	broker *broker.Broker
 	ha     *homeassistant.Announcer // nil unless homeassistant.discovery
+
+	version   string
+	started   time.Time
+	connWatch connWatch // for Status
 }
 
 // New builds every component and opens every listener, so that a taken
 // port or a locked buffer is reported before the daemon says it is ready.
 // On error, whatever was opened is closed again.
 func New(cfg *config.Config, log *slog.Logger, version string) (_ *App, err error) {
-	a := &App{cfg: cfg, log: log, Metrics: metrics.New(version), Liveness: metrics.NewLiveness(staleLoop)}
+	a := &App{cfg: cfg, log: log, Metrics: metrics.New(version), Liveness: metrics.NewLiveness(staleLoop),
+		version: version, started: time.Now()}
 	defer func() {
 		if err != nil {
 			a.close()
@@ -68,20 +73,30 @@ func New(cfg *config.Config, log *slog.Logger, version string) (_ *App, err erro
 	m.WatchBuffer(a.Queue)
 
 	var urls []string
-	if cfg.EmbeddedBroker.Enabled {
-		if a.broker, err = broker.Start(cfg.EmbeddedBroker.Listen, log.With("component", "broker")); err != nil {
+	b := cfg.Broker
+	if e := cfg.EmbeddedBroker; e.Enabled {
+		pw, err := e.ReadPassword()
+		if err != nil {
 			return nil, err
 		}
-		log.Info("embedded broker listening", "addr", a.broker.Addr())
+		a.broker, err = broker.StartWith(broker.Options{Listen: e.Listen, Username: e.Username, Password: pw.Reveal()},
+			log.With("component", "broker"))
+		if err != nil {
+			return nil, err
+		}
+		log.Info("embedded broker listening", "addr", a.broker.Addr(), "auth", e.Username != "")
 		if cfg.Broker.UseEmbedded {
 			urls = []string{"tcp://" + a.broker.Addr()}
+			if b.Username == "" { // log in to it as its one user
+				b.Username, b.PasswordFile = e.Username, e.PasswordFile
+			}
 		}
 	}
 
 	msgs := gateway.NewMessageLogger(cfg.Subscriptions, m, log.With("component", "subscriptions"))
 	a.newHomeAssistant(cfg, version, log.With("component", "homeassistant"))
 	sopts := session.Options{
-		Broker:        cfg.Broker, // password_file and TLS files are read at each connect
+		Broker:        b, // password_file and TLS files are read at each connect
 		URLs:          urls,
 		Subscriptions: cfg.Subscriptions,
 		OnMessage:     msgs.Handle,
@@ -103,6 +118,12 @@ func New(cfg *config.Config, log *slog.Logger, version string) (_ *App, err erro
 	a.Publisher = gateway.NewPublisher(a.Queue, a.Session, cfg.Buffer.MaxInflight, cfg.Broker.Keepalive.D(),
 		m, log.With("component", "publisher"), a.Liveness)
 	a.http = metrics.NewServer(m, a.Liveness, a.Session.Connected, version, log.With("component", "http"))
+	a.http.SetStatus(a)
+	if f := cfg.Metrics.WebConfigFile; f != "" {
+		if err := a.http.SetWebConfig(f); err != nil {
+			return nil, fmt.Errorf("metrics.web_config_file: %w", err)
+		}
+	}
 	if err := a.http.Listen(cfg.Metrics.Listen); err != nil {
 		return nil, fmt.Errorf("metrics.listen: %w", err)
 	}
@@ -141,6 +162,7 @@ func (a *App) Run(ctx context.Context, onStopping func()) error {
 		return func() { cancel(); <-done }
 	}
 	stopHTTP := start("http", a.http.Run)
+	stopWatch := start("status", a.watchConn)
 	stopSession := start("session", a.Session.Run)
 	stopPublisher := start("publisher", a.Publisher.Run)
 	stopPoller := start("poller", a.Poller.Run)
@@ -175,6 +197,7 @@ func (a *App) Run(ctx context.Context, onStopping func()) error {
 	}
 	stopHA()
 	stopSession()
+	stopWatch()
 	stopHTTP()
 	return runErr
 }

@@ -457,7 +457,7 @@ func TestMetricsEndpoint(t *testing.T) {
 		}
 	}
 	promtool(t, body)
-	for path, want := range map[string]string{"/healthz": "ok", "/readyz": "connected", "/": `href="/metrics"`} {
+	for path, want := range map[string]string{"/healthz": "ok", "/readyz": "connected", "/": `data-sensor="s0"`} {
 		code, body := scrape(t, d, path)
 		if code != 200 || !strings.Contains(body, want) {
 			t.Errorf("%s = %d %q", path, code, body)

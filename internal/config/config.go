@@ -97,6 +97,10 @@ type Availability struct {
 type EmbeddedBroker struct {
 	Enabled bool   `yaml:"enabled"`
 	Listen  string `yaml:"listen"`
+	// Username and PasswordFile are the one user the broker accepts; they
+	// are required to listen beyond loopback (operator.go).
+	Username     string `yaml:"username"`
+	PasswordFile string `yaml:"password_file"`
 }
 
 // Publish is how readings are published.
@@ -163,6 +167,9 @@ type Subscription struct {
 // Metrics is the HTTP endpoint.
 type Metrics struct {
 	Listen string `yaml:"listen"`
+	// WebConfigFile is TLS and basic auth for every endpoint, in the web
+	// config format of Prometheus' exporter-toolkit ("": plain HTTP, open).
+	WebConfigFile string `yaml:"web_config_file"`
 }
 
 // HomeAssistant is Home Assistant's MQTT discovery (internal/homeassistant).

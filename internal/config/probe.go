@@ -34,6 +34,7 @@ func Probe(c *Config) error {
 		}
 	}
 	v.probeTLS(c.Broker.TLS)
+	v.probeOperator(c)
 	if d := c.Buffer.Dir; d != "" {
 		if fi, err := os.Stat(d); err == nil && !fi.IsDir() {
 			v.add("buffer.dir", "%s exists and is not a directory", d)

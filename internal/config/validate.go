@@ -41,6 +41,7 @@ func (v *validator) validate(c *Config) {
 	}
 	if c.EmbeddedBroker.Enabled {
 		v.listenAddr("embedded_broker.listen", c.EmbeddedBroker.Listen)
+		v.validateEmbeddedBrokerAuth(&c.EmbeddedBroker)
 	}
 }
 

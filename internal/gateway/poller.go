@@ -73,6 +73,7 @@ func NewPoller(cfg *config.Config, q spool.Queue, m *metrics.Metrics, log *slog.
 		}
 		s := &sensor{cfg: c, src: src, stats: m.Sensors.Sensor(c.Name)}
 		_, s.instant = src.(sensors.Instant)
+		s.stats.SetType(c.Type)
 		p.sensors = append(p.sensors, s)
 	}
 	return p, nil
@@ -168,6 +169,7 @@ func (p *Poller) read(ctx context.Context, s *sensor) {
 			err = fmt.Errorf("read timed out after %s: %w", s.cfg.Timeout, err)
 		}
 		s.stats.Failed()
+		s.stats.SetLastError(err)
 		s.failures++
 		if s.failures == 1 {
 			p.log.Warn("sensor read failed", "sensor", s.cfg.Name, "err", err)

@@ -83,7 +83,10 @@ func TestPublisherDropsRefusals(t *testing.T) {
 		t.Errorf("refused %v published %v failures %v", refused, published, testutil.ToFloat64(m.MQTTPublishFailures))
 	}
 	var got []string
-	for _, msg := range b.Messages(func(s string) bool { return strings.HasPrefix(s, "gw/") }) {
+	mine := func(s string) bool { return strings.HasPrefix(s, "gw/") }
+	// mochi records a message just after its PUBACK.
+	testbroker.Eventually(t, 10*time.Second, "all at the broker", func() bool { return len(b.Messages(mine)) >= n/2 })
+	for _, msg := range b.Messages(mine) {
 		got = append(got, strings.Trim(string(msg.Payload), `{}"i:`))
 		if msg.ContentType != "application/json" || msg.PayloadFormat != 1 {
 			t.Fatalf("properties: %+v", msg)

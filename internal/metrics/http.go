@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/exporter-toolkit/web"
 )
 
 // BeatInterval is how often an idle loop beats. It is a third of the age at
@@ -81,6 +82,8 @@ type Server struct {
 	ln        net.Listener
 	srv       *http.Server
 	scrapes   chan struct{} // bounds concurrent scrapes
+	status    StatusSource  // nil: / is a page of links
+	webConfig string        // exporter-toolkit web config file; "": plain HTTP, open
 }
 
 // NewServer prepares the HTTP server; connected tells /readyz whether the
@@ -92,6 +95,7 @@ func NewServer(m *Metrics, live *Liveness, connected func() bool, version string
 	mux.HandleFunc("/metrics", s.metrics)
 	mux.HandleFunc("/healthz", s.healthz)
 	mux.HandleFunc("/readyz", s.readyz)
+	mux.HandleFunc("/api/status", s.apiStatus)
 	mux.HandleFunc("/{$}", s.index)
 	s.srv = &http.Server{
 		Handler:           mux,
@@ -115,13 +119,29 @@ func (s *Server) Listen(addr string) error {
 	return nil
 }
 
+// SetWebConfig protects every endpoint with the TLS and basic-auth settings
+// of path, a web config file in the format of Prometheus' exporter-toolkit
+// (node_exporter's --web.config.file). The file is checked now; after that
+// exporter-toolkit reads it again for each request and TLS handshake, so
+// changed users and renewed certificates apply without a restart. Call it
+// before Run.
+func (s *Server) SetWebConfig(path string) error {
+	if err := web.Validate(path); err != nil {
+		return fmt.Errorf("web config %s: %w", path, err)
+	}
+	s.webConfig = path
+	return nil
+}
+
 // Addr is the address listened on (useful with port 0).
 func (s *Server) Addr() string { return s.ln.Addr().String() }
 
 // Run serves until ctx ends, then shuts down within a second.
 func (s *Server) Run(ctx context.Context) error {
 	errc := make(chan error, 1)
-	go func() { errc <- s.srv.Serve(s.ln) }()
+	go func() {
+		errc <- web.Serve(s.ln, s.srv, &web.FlagConfig{WebConfigFile: &s.webConfig}, s.log)
+	}()
 	select {
 	case err := <-errc:
 		return fmt.Errorf("metrics server: %w", err)
@@ -192,7 +212,11 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 	fmt.Fprintln(w, "connected to the broker")
 }
 
-func (s *Server) index(w http.ResponseWriter, _ *http.Request) {
+func (s *Server) index(w http.ResponseWriter, r *http.Request) {
+	if s.status != nil {
+		s.statusPage(w, r)
+		return
+	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	fmt.Fprintf(w, `<!doctype html>
 <html><head><title>gatewayd</title></head><body>

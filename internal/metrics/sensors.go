@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // SensorSet holds the per-sensor metrics as plain atomic counters that the
@@ -25,6 +26,8 @@ type SensorStats struct {
 	ReadErrors  atomic.Uint64
 	up          atomic.Bool
 	lastSuccess atomic.Int64 // Unix nanoseconds; 0: never
+	typ         atomic.Pointer[string]
+	lastErr     atomic.Pointer[ReadError]
 
 	mu     sync.Mutex
 	series []*SeriesStats
@@ -98,11 +101,55 @@ func (se *SeriesStats) Value() (float64, bool) {
 	return math.Float64frombits(se.value.Load()), se.hasValue.Load()
 }
 
+// ReadError is a sensor's last failed read, for the status page.
+type ReadError struct {
+	Err  string
+	Time int64 // Unix nanoseconds
+}
+
 // All returns the sensors in the order they were added.
 func (s *SensorSet) All() []*SensorStats {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return s.sensors[:len(s.sensors):len(s.sensors)]
+}
+
+// Name is the sensor's name.
+func (st *SensorStats) Name() string { return st.name }
+
+// SetType records the sensor's source type (simulated, iio, ...), shown on
+// the status page.
+func (st *SensorStats) SetType(typ string) { st.typ.Store(&typ) }
+
+// Type is the type set by SetType, or "".
+func (st *SensorStats) Type() string {
+	if t := st.typ.Load(); t != nil {
+		return *t
+	}
+	return ""
+}
+
+// SetLastError records why the latest failed read failed (the poller calls
+// it beside Failed); it stays after the sensor recovers, with its time.
+func (st *SensorStats) SetLastError(err error) {
+	if err != nil {
+		st.lastErr.Store(&ReadError{Err: err.Error(), Time: time.Now().UnixNano()})
+	}
+}
+
+// LastError is the last failed read, or nil when none failed.
+func (st *SensorStats) LastError() *ReadError { return st.lastErr.Load() }
+
+// Values calls fn for each quantity of the sensor that has a value.
+func (st *SensorStats) Values(fn func(quantity string, v float64)) {
+	st.mu.Lock()
+	series := st.series
+	st.mu.Unlock()
+	for _, se := range series {
+		if v, ok := se.Value(); ok {
+			fn(se.quantity, v)
+		}
+	}
 }
 
 // WriteText writes the per-sensor families in the Prometheus text format

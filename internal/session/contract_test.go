@@ -217,7 +217,10 @@ func TestOnConnectBeforeCurrent(t *testing.T) {
 			t.Fatal("hook saw another connection")
 		}
 		var order []string
-		for _, m := range b.Messages(func(s string) bool { return s == "discovery/config" || s == "reading" }) {
+		both := func(s string) bool { return s == "discovery/config" || s == "reading" }
+		// mochi records a message just after its PUBACK.
+		testbroker.Eventually(t, 10*time.Second, "both at the broker", func() bool { return len(b.Messages(both)) == 2 })
+		for _, m := range b.Messages(both) {
 			order = append(order, m.Topic)
 		}
 		if !slices.Equal(order, []string{"discovery/config", "reading"}) {
@@ -322,6 +325,18 @@ func TestUpdateReconnectsOnce(t *testing.T) {
 		}
 		if n := len(b.Connects()); n != 2 || value(r.m.MQTTConnectionLost) != 0 {
 			t.Errorf("%d connects, %v lost", n, value(r.m.MQTTConnectionLost))
+		}
+		// The other protocol, live.
+		o.Protocol = 9 - proto
+		if err := r.Update(o); err != nil {
+			t.Fatal(err)
+		}
+		<-c2.Lost()
+		if c3 := r.conn(); c3.Protocol() != 9-proto {
+			t.Errorf("protocol %d after the update", c3.Protocol())
+		}
+		if cs := b.Connects(); len(cs) != 3 || cs[2].Protocol != byte(9-proto) {
+			t.Errorf("connects: %+v", cs)
 		}
 	})
 }

@@ -113,6 +113,9 @@ func TestSilentBrokerOneAttempt(t *testing.T) {
 		if got := silent.seen(); len(got) != 1 || got[0] != want {
 			t.Errorf("the silent broker saw %q, want exactly [%s]", got, want)
 		}
+		if r.logs.count("cannot connect to a broker URL; trying the next", "no CONNACK within 2s") != 1 {
+			t.Errorf("the silent URL's failure not logged:\n%s", r.logs)
+		}
 		if value(r.m.MQTTConnectFailures) != 1 {
 			t.Errorf("connect failures %v", value(r.m.MQTTConnectFailures))
 		}

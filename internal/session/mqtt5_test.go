@@ -122,7 +122,10 @@ func TestPublishProperties(t *testing.T) {
 		}
 	}
 	got := map[string]testbroker.Message{}
-	for _, m := range b.Messages(nil) {
+	three := func(s string) bool { return s == "json" || s == "value" || s == "plain" }
+	// mochi records a message just after its PUBACK.
+	testbroker.Eventually(t, 10*time.Second, "3 at the broker", func() bool { return len(b.Messages(three)) == 3 })
+	for _, m := range b.Messages(three) {
 		got[m.Topic] = m
 	}
 	for topic, want := range map[string]testbroker.Message{
@@ -146,7 +149,9 @@ func TestPublishProperties(t *testing.T) {
 	if err := publish(t, c, "later", 1, false, Expiring, "1"); err != nil {
 		t.Fatal(err)
 	}
-	for _, m := range b.Messages(func(s string) bool { return s == "later" }) {
+	later := func(s string) bool { return s == "later" }
+	testbroker.Eventually(t, 10*time.Second, "later at the broker", func() bool { return len(b.Messages(later)) == 1 })
+	for _, m := range b.Messages(later) {
 		if m.Expiry != 30 {
 			t.Errorf("expiry after the reload %d", m.Expiry)
 		}
@@ -156,13 +161,27 @@ func TestPublishProperties(t *testing.T) {
 // TestServerDisconnectLogged: a DISCONNECT from the broker ends the
 // connection with its reason, logged; the session reconnects.
 func TestServerDisconnectLogged(t *testing.T) {
-	b := testbroker.Start(t, testbroker.Options{})
+	held, release := make(chan struct{}), make(chan struct{})
+	b := testbroker.Start(t, testbroker.Options{OnPublish: func(_, topic string) {
+		if topic == "held" {
+			close(held)
+			<-release
+		}
+	}})
+	defer close(release)
 	r := start(t, Options{Broker: brokerOptions(b.URL(), "gw"), Protocol: 5})
 	c := r.conn()
+	// A publish in flight when the DISCONNECT comes fails, but the
+	// connection's error is the DISCONNECT's reason, not the failure.
+	tok := c.Publish("held", 1, false, []byte("x"))
+	<-held
 	if !b.Disconnect("gw", 0x98, "maintenance") {
 		t.Fatal("client not found")
 	}
-	<-c.Lost()
+	<-tok.Done()
+	if tok.Error() == nil || !c.isLost() {
+		t.Fatalf("token %v, lost %v", tok.Error(), c.isLost())
+	}
 	var de *DisconnectError
 	if !errors.As(c.Err(), &de) || de.Code != 0x98 || de.Reason != "maintenance" {
 		t.Fatalf("lost with %v", c.Err())

@@ -78,9 +78,16 @@ func connect3(ctx context.Context, p *connectParams) (client, connack, error) {
 		// paho cannot cancel a connect; close what it opened.
 		go func() { <-tok.Done(); cl.c.Disconnect(0) }()
 		cl.close()
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return nil, connack{}, fmt.Errorf("no CONNACK within %s", p.connectTimeout)
+		}
 		return nil, connack{}, ctx.Err()
 	}
 	if err := tok.Error(); err != nil {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			return nil, connack{}, fmt.Errorf("no CONNACK within %s (%w)", p.connectTimeout, err)
+		}
 		return nil, connack{}, err
 	}
 	ack := connack{maxQoS: 2}

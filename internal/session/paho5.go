@@ -42,19 +42,31 @@ const receiveMaximum5 = 100
 var payloadUTF8 = byte(1)
 
 func connect5(ctx context.Context, p *connectParams) (client, connack, error) {
-	nc, err := dial(ctx, p.url, p.tls)
+	raw, err := dial(ctx, p.url, p.tls)
 	if err != nil {
 		return nil, connack{}, err
 	}
+	ec := &errConn{Conn: raw}
 	// paho.golang writes from several goroutines; a packet is written in
 	// more than one Write, so the connection must be locked per packet.
-	nc = packets.NewThreadSafeConn(nc)
+	nc := packets.NewThreadSafeConn(ec)
 	c := &client5{nc: nc, p: p, state: newState5()}
+	// paho.golang fails the requests in flight before it reports why the
+	// connection ended: the state reports it first, so that the session
+	// logs the cause, not the failed requests.
+	c.state.onLost = func(dp *packets.Disconnect) {
+		switch {
+		case dp != nil:
+			p.onLost(disconnectError(paho.DisconnectFromPacketDisconnect(dp)))
+		case ec.readErr() != nil:
+			p.onLost(ec.readErr())
+		}
+	}
 	c.pc = paho.NewClient(paho.ClientConfig{
 		ClientID:    p.clientID,
 		Conn:        nc,
 		Session:     c.state,
-		PingHandler: newPinger5(),
+		PingHandler: newPinger5(p.onLost),
 		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(r paho.PublishReceived) (bool, error) {
 			m := r.Packet
 			p.onMessage(Message{Topic: m.Topic, QoS: m.QoS, Retained: m.Retain, Duplicate: m.Duplicate(), Payload: m.Payload})
@@ -126,6 +138,31 @@ func connect5(ctx context.Context, p *connectParams) (client, connack, error) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// errConn remembers the first error of a read: why the connection ended.
+type errConn struct {
+	net.Conn
+	mu  sync.Mutex
+	err error
+}
+
+func (c *errConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if err != nil {
+		c.mu.Lock()
+		if c.err == nil {
+			c.err = err
+		}
+		c.mu.Unlock()
+	}
+	return n, err
+}
+
+func (c *errConn) readErr() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
 
 // ConnackError is an MQTT 5 CONNACK that refused the connection.
 type ConnackError struct {

@@ -25,6 +25,9 @@ type state5 struct {
 	quota chan struct{}
 	// gone is closed when the connection is lost.
 	gone chan struct{}
+	// onLost, when set, is told first when the connection is lost (with
+	// the broker's DISCONNECT, if there was one).
+	onLost func(*packets.Disconnect)
 
 	mu      sync.Mutex
 	conn    io.Writer
@@ -72,11 +75,14 @@ func (s *state5) ConAckReceived(conn io.Writer, _ *packets.Connect, _ *packets.C
 
 // ConnectionLost implements SessionManager: every request still waiting
 // fails.
-func (s *state5) ConnectionLost(*packets.Disconnect) error {
+func (s *state5) ConnectionLost(dp *packets.Disconnect) error {
 	s.mu.Lock()
 	if s.lost {
 		s.mu.Unlock()
 		return nil
+	}
+	if s.onLost != nil {
+		s.onLost(dp)
 	}
 	s.lost = true
 	close(s.gone)
@@ -251,15 +257,17 @@ func (s *state5) SetDebugLogger(paholog.Logger) {}
 // PINGRESP has not come within pingTimeout, so that a silent broker is
 // noticed within 1.25 x keepalive, as with 3.1.1.
 type pinger5 struct {
+	onFail func(error) // told first, before the client fails the requests
+
 	mu       sync.Mutex
 	lastSent time.Time
 	lastRecv time.Time
 	pingSent time.Time // zero: no ping outstanding
 }
 
-func newPinger5() *pinger5 {
+func newPinger5(onFail func(error)) *pinger5 {
 	now := time.Now()
-	return &pinger5{lastSent: now, lastRecv: now}
+	return &pinger5{onFail: onFail, lastSent: now, lastRecv: now}
 }
 
 // Run implements paho.Pinger.
@@ -286,7 +294,9 @@ func (p *pinger5) Run(ctx context.Context, conn net.Conn, keepAlive uint16) erro
 		if !p.pingSent.IsZero() {
 			if now.Sub(p.pingSent) >= timeout {
 				p.mu.Unlock()
-				return errors.New("no PINGRESP from the broker within " + timeout.String())
+				err := errors.New("no PINGRESP from the broker within " + timeout.String())
+				p.onFail(err)
+				return err
 			}
 			next = p.pingSent.Add(timeout)
 		} else {

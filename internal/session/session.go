@@ -18,13 +18,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"log/slog"
 	"math"
 	"math/rand/v2"
-	"net/url"
 	"reflect"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -172,59 +169,6 @@ func (s *Session) setExpiry(d time.Duration) {
 	s.expiry.Store(uint32(min(max(d, 0)/time.Second, math.MaxUint32)))
 }
 
-// Update applies new options (a reload). Subscriptions and handlers added
-// are subscribed and those removed unsubscribed on the live connection; the
-// next connections use the new set. When a setting of the connection
-// differs (URLs, client id, credentials, TLS, keepalive, protocol,
-// availability, session expiry, URL order), the session reconnects once
-// with the new settings: at once when connected (the publisher then
-// resends what was unacknowledged, so nothing is lost), and at its next
-// attempt, without waiting for its backoff, during an outage. Update
-// returns at once; it fails, changing nothing, only for invalid options.
-func (s *Session) Update(opts Options) error {
-	if err := check(&opts); err != nil {
-		return err
-	}
-	s.mu.Lock()
-	s.opts = opts
-	close(s.updated)
-	s.updated = make(chan struct{})
-	s.mu.Unlock()
-	s.setRoutes(&opts)
-	s.setExpiry(opts.MessageExpiry)
-	return nil
-}
-
-// options returns the current options and a channel closed at the next
-// Update.
-func (s *Session) options() (Options, <-chan struct{}) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.opts, s.updated
-}
-
-// connKey is what a connection is made of: when it changes, the session
-// reconnects.
-type connKey struct {
-	Broker        config.Broker
-	URLs          []string
-	Protocol      int
-	SessionExpiry time.Duration
-	URLOrder      string
-	GatewayID     string
-}
-
-func keyOf(o *Options) connKey {
-	return connKey{o.Broker, o.urls(), o.Protocol, o.SessionExpiry, o.URLOrder, o.GatewayID}
-}
-
-func (o *Options) urls() []string {
-	if len(o.URLs) > 0 {
-		return o.URLs
-	}
-	return o.Broker.URLs
-}
-
 // Current returns the open connection (nil while there is none) and a
 // channel that is closed at the next change.
 func (s *Session) Current() (*Conn, <-chan struct{}) {
@@ -263,13 +207,14 @@ func (s *Session) Run(ctx context.Context) error {
 	failures := 0
 	for {
 		s.live.Beat("session")
-		opts, updated := s.options()
-		conn, err := s.connectAny(ctx, &opts, updated)
+		opts, _ := s.options()
+		key := keyOf(&opts)
+		conn, err := s.connectAny(ctx, &opts, key)
 		if ctx.Err() != nil {
 			return nil
 		}
 		if err != nil {
-			if isClosed(updated) {
+			if s.keyChanged(key) {
 				continue // new settings: try them at once
 			}
 			maxDelay := opts.Broker.ReconnectMaxInterval.D()
@@ -282,14 +227,14 @@ func (s *Session) Run(ctx context.Context) error {
 				level = slog.LevelWarn
 			}
 			s.log.Log(ctx, level, "cannot connect to the broker", "err", err, "attempt", failures, "retry_in", delay.Round(time.Millisecond).String())
-			if !s.sleep(ctx, delay, updated) {
+			if !s.sleep(ctx, delay, key) {
 				return nil
 			}
 			continue
 		}
 		s.connected(conn, &opts)
 
-		switch s.waitLost(ctx, conn, keyOf(&opts)) {
+		switch s.waitLost(ctx, conn, key) {
 		case stopped:
 			s.shutdown(conn, &opts)
 			return nil
@@ -306,7 +251,7 @@ func (s *Session) Run(ctx context.Context) error {
 		delay := backoff(failures, opts.Broker.ReconnectMaxInterval.D())
 		failures++
 		s.log.Warn("connection lost", "broker", conn.url, "err", conn.Err(), "retry_in", delay.Round(time.Millisecond).String())
-		if _, updated := s.options(); !s.sleep(ctx, delay, updated) {
+		if !s.sleep(ctx, delay, key) {
 			return nil
 		}
 	}
@@ -380,20 +325,24 @@ func backoff(n int, maxDelay time.Duration) time.Duration {
 }
 
 // sleep waits d, beating the liveness; false when ctx ended. An Update
-// (updated closed) ends the wait early.
-func (s *Session) sleep(ctx context.Context, d time.Duration, updated <-chan struct{}) bool {
+// that changes the connection's settings (key) ends the wait early.
+func (s *Session) sleep(ctx context.Context, d time.Duration, key connKey) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	tick := time.NewTicker(metrics.BeatInterval)
 	defer tick.Stop()
+	_, updated := s.options()
 	for {
+		if s.keyChanged(key) {
+			return true
+		}
 		select {
 		case <-ctx.Done():
 			return false
 		case <-t.C:
 			return true
 		case <-updated:
-			return true
+			_, updated = s.options()
 		case <-tick.C:
 			s.live.Beat("session")
 		}
@@ -430,140 +379,6 @@ func (s *Session) waitLost(ctx context.Context, conn *Conn, key connKey) ending 
 	}
 }
 
-// connectAny tries every broker URL once, starting from the one that
-// worked last. It gives up early when ctx ends or updated is closed.
-func (s *Session) connectAny(ctx context.Context, o *Options, updated <-chan struct{}) (*Conn, error) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go func() {
-		select {
-		case <-updated:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	s.mu.Lock()
-	last := s.lastGood
-	s.mu.Unlock()
-	order := urlOrder(o)
-	start := max(0, slices.Index(order, last))
-	var errs []error
-	for i := range order {
-		u := order[(start+i)%len(order)]
-		c, err := s.connect(ctx, u, o)
-		if err == nil {
-			return c, nil
-		}
-		if ctx.Err() != nil {
-			break
-		}
-		s.m.MQTTConnectFailures.Inc()
-		errs = append(errs, fmt.Errorf("%s: %w", u, err))
-	}
-	if len(errs) == 0 {
-		return nil, ctx.Err()
-	}
-	return nil, errors.Join(errs...)
-}
-
-// urlOrder is the order in which the URLs are tried: as configured, or
-// shuffled with a seed of the gateway id (url_order random).
-func urlOrder(o *Options) []string {
-	urls := o.urls()
-	if o.URLOrder != "random" || len(urls) < 2 {
-		return urls
-	}
-	id := o.GatewayID
-	if id == "" {
-		id = o.Broker.ClientID
-	}
-	h := fnv.New64a()
-	h.Write([]byte(id))
-	seed := h.Sum64()
-	out := slices.Clone(urls)
-	rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)).Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
-	return out
-}
-
-// connect makes one attempt on one URL, within broker.connect_timeout.
-func (s *Session) connect(ctx context.Context, rawURL string, o *Options) (*Conn, error) {
-	b := o.Broker
-	u, err := url.Parse(rawURL)
-	if err != nil {
-		return nil, err
-	}
-	tc, err := tlsConfig(b.TLS)
-	if err != nil {
-		return nil, err
-	}
-	pw, err := password(b)
-	if err != nil {
-		return nil, err
-	}
-	conn := newConn(rawURL, o.Protocol)
-	p := &connectParams{
-		url:            u,
-		clientID:       s.clientID(o),
-		cleanSession:   b.CleanSession,
-		keepalive:      b.Keepalive.D(),
-		connectTimeout: b.ConnectTimeout.D(),
-		username:       b.Username,
-		password:       pw,
-		tls:            tc,
-		sessionExpiry:  o.SessionExpiry,
-		expiry:         &s.expiry,
-		onMessage:      s.route,
-		onLost:         func(err error) { conn.markLost(err) },
-	}
-	actx, cancel := context.WithTimeout(ctx, b.ConnectTimeout.D())
-	defer cancel()
-	var (
-		cl  client
-		ack connack
-	)
-	for {
-		s.mu.Lock()
-		if a := b.Availability; a.Topic != "" {
-			p.will = &will{topic: a.Topic, payload: a.Offline, qos: s.willQoS, retain: s.willRetain}
-		}
-		s.mu.Unlock()
-		cl, ack, err = protocols[o.Protocol](actx, p)
-		if err == nil {
-			break
-		}
-		// A broker without retained messages or QoS 1 refuses such a
-		// will (MQTT 5 CONNACK 0x9a, 0x9b): say so, and ask for less.
-		var ce *ConnackError
-		if p.will == nil || !errors.As(err, &ce) || !s.lowerWill(ce.Code) {
-			return nil, err
-		}
-		s.log.Warn("the broker refused the last will; connecting with a lesser one", "err", err)
-	}
-	conn.client, conn.ack = cl, ack
-	if ack.assignedClientID != "" {
-		s.mu.Lock()
-		s.assignedID = ack.assignedClientID
-		s.mu.Unlock()
-		s.log.Info("the broker assigned a client id", "client_id", ack.assignedClientID)
-	}
-	return conn, nil
-}
-
-// lowerWill adapts the will to a CONNACK refusal; false when it cannot.
-func (s *Session) lowerWill(code byte) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	switch {
-	case code == 0x9a && s.willRetain:
-		s.willRetain = false
-	case code == 0x9b && s.willQoS > 0:
-		s.willQoS = 0
-	default:
-		return false
-	}
-	return true
-}
-
 func waitToken(tok Token, c *Conn, timeout time.Duration) error {
 	t := time.NewTimer(timeout)
 	defer t.Stop()
@@ -593,20 +408,6 @@ func (s *Session) publishOffline(c *Conn, o *Options) {
 			s.log.Warn("cannot publish availability offline", "err", err)
 		}
 	}
-}
-
-// reconnectForUpdate ends c cleanly because its settings changed. When the
-// availability topic changed, the old one is told "offline", so that it
-// does not claim "online" for ever.
-func (s *Session) reconnectForUpdate(c *Conn, old *Options) {
-	now, _ := s.options()
-	if now.Broker.Availability.Topic != old.Broker.Availability.Topic {
-		s.publishOffline(c, old)
-	}
-	c.markLost(errors.New("reconnecting with new settings"))
-	s.setConn(nil)
-	c.client.disconnect()
-	s.log.Info("reconnecting with the new broker settings", "broker", c.url)
 }
 
 func isClosed(c <-chan struct{}) bool {

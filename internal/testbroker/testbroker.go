@@ -47,6 +47,9 @@ type Options struct {
 	// before the broker handles it; it may block (holding the client's
 	// packets back).
 	OnSubscribe func(clientID string, filters []string)
+	// OnPublish, when set, is called with each PUBLISH of a client before
+	// the broker handles it; it may block (holding the acknowledgement).
+	OnPublish func(clientID, topic string)
 }
 
 // Connect is one CONNECT the broker accepted.
@@ -356,6 +359,9 @@ func (h *hook) OnSubscribe(cl *mqtt.Client, pk packets.Packet) packets.Packet {
 }
 
 func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if h.opts.OnPublish != nil && !cl.Net.Inline {
+		h.opts.OnPublish(cl.ID, pk.TopicName)
+	}
 	if code, ok := h.opts.AckCodes[pk.TopicName]; ok && !cl.Net.Inline {
 		return pk, packets.Code{Code: code, Reason: "test broker"}
 	}

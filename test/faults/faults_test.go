@@ -23,6 +23,8 @@ const outage = 5 * time.Second
 
 // rig is one case's broker, witness and gatewayd config.
 type rig struct {
+	// series is how many series the subscriber gets (default: all).
+	series int
 	t      *testing.T
 	id     string
 	broker *broker
@@ -48,7 +50,7 @@ func (r *rig) finish(g *gatewayd, row *row) (metricsSnap, tally) {
 	r.t.Helper()
 	at := time.Now()
 	m := quiet(g)
-	r.sub.waitFresh(at)
+	r.sub.waitFresh(at, r.series)
 	terminate(g)
 	r.sub.probe(30 * time.Second)
 	tl := r.sub.tally()
@@ -265,8 +267,8 @@ func restartDuringOutage(t *testing.T, id, title string, sig syscall.Signal) {
 	// commit cycle and of the sensors' 100ms rounds.
 	time.Sleep(rand.N(time.Second))
 	pre := g1.scrape()
+	stoppedAt := time.Now() // before the signal: gatewayd may log within the same millisecond
 	g1.signal(sig)
-	stoppedAt := time.Now()
 	code := g1.wait(15 * time.Second)
 	switch {
 	case sig == syscall.SIGKILL && code != -1:

@@ -258,8 +258,11 @@ func checkComplete(t *testing.T, m metricsSnap, tl tally) {
 // waitFresh waits until every series delivered a reading taken at or after
 // since: the subscriber is then live, and (the broker delivering each
 // session's messages in order) holds everything taken before.
-func (s *subscriber) waitFresh(since time.Time) {
+func (s *subscriber) waitFresh(since time.Time, series int) {
 	s.t.Helper()
+	if series == 0 {
+		series = 2 * numSensors
+	}
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		fresh := 0
@@ -270,11 +273,11 @@ func (s *subscriber) waitFresh(since time.Time) {
 			}
 		}
 		s.mu.Unlock()
-		if fresh == 2*numSensors {
+		if fresh == series {
 			return
 		}
 		if time.Now().After(deadline) {
-			s.t.Fatalf("subscriber: %d of %d series delivered readings taken after %s", fresh, 2*numSensors, since.Format(time.RFC3339Nano))
+			s.t.Fatalf("subscriber: %d of %d series delivered readings taken after %s", fresh, series, since.Format(time.RFC3339Nano))
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
