@@ -11,9 +11,9 @@ here=$(cd "$(dirname "$0")" && pwd)
 threshold=${THRESHOLD:-11}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-# The unit names /usr/local/bin/gatewayd; verify needs an executable there.
+# The unit names /usr/bin/gatewayd; verify needs an executable there.
 cp /bin/true "$tmp/gatewayd"
-sed "s#/usr/local/bin/gatewayd#$tmp/gatewayd#g" "$here/gatewayd.service" >"$tmp/gatewayd.service"
+sed "s#/usr/bin/gatewayd#$tmp/gatewayd#g" "$here/gatewayd.service" >"$tmp/gatewayd.service"
 
 if ! systemd-analyze verify "$tmp/gatewayd.service" 2>"$tmp/verify.err" || [ -s "$tmp/verify.err" ]; then
   echo "FAIL systemd-analyze verify:"; cat "$tmp/verify.err"; exit 1
