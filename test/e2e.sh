@@ -388,6 +388,45 @@ else
 fi
 promtool_ok "reconnected"
 
+# ---------------------------------------------------------------- reload (SIGHUP)
+connects_before=$(metric gatewayd_mqtt_connects_total)
+cp "$tmp/gateway.yaml" "$tmp/gateway.good"
+# A broken file changes nothing; its error is logged with file, line and key.
+sed -i 's/  - {name: s2, type: simulated, interval: 200ms}/  - {name: s2, type: simulated, interval: -1s}/' "$tmp/gateway.yaml"
+kill -HUP "$gatewayd_pid"
+bad_logged() {
+	grep -F "level=ERROR msg=\"config not reloaded; keeping the running one\" file=$tmp/gateway.yaml line=15 key=sensors[1].interval" "$tmp/gatewayd.log" >/dev/null
+}
+if wait_for 10 bad_logged && [[ "$(metric gatewayd_config_last_reload_successful)" == 0 ]]; then
+	pass "SIGHUP with a broken file: error logged with file:line and key, gatewayd_config_last_reload_successful 0"
+else
+	fail "SIGHUP with a broken file: $(grep -i reload "$tmp/gatewayd.log" | tail -n 3)"
+fi
+# A good one: a sensor added, the subscription moved; no reconnect.
+sed -e 's/  - {name: s2, type: simulated, interval: 200ms}/&\n  - {name: s3, type: simulated, interval: 200ms}/' \
+	-e 's#gatewayd/{gateway}/cmd/\##gatewayd/{gateway}/ctl/\##' "$tmp/gateway.good" >"$tmp/gateway.yaml"
+kill -HUP "$gatewayd_pid"
+reloaded() { [[ "$(metric gatewayd_config_last_reload_successful)" == 1 ]] && grep -q 'msg="config reloaded"' "$tmp/gatewayd.log"; }
+if wait_for 10 reloaded &&
+	mosquitto_sub -h 127.0.0.1 -p "$mqtt_port" -q 1 -C 2 -W 10 -t "gatewayd/$gw_id/s3/+" >/dev/null 2>&1; then
+	pass "SIGHUP with a good file: sensor s3 publishing, gatewayd_config_last_reload_successful 1"
+else
+	fail "SIGHUP with a good file: $(grep -i reload "$tmp/gatewayd.log" | tail -n 3)"
+fi
+mosquitto_pub -h 127.0.0.1 -p "$mqtt_port" -q 1 -t "gatewayd/$gw_id/cmd/gone" -m "gone-$$"
+mosquitto_pub -h 127.0.0.1 -p "$mqtt_port" -q 1 -t "gatewayd/$gw_id/ctl/x" -m "ctl-$$"
+ctl_logged() { grep 'msg="message received"' "$tmp/gatewayd.log" | grep -q "payload=ctl-$$"; }
+if wait_for 10 ctl_logged && ! grep -q "payload=gone-$$" "$tmp/gatewayd.log"; then
+	pass "SIGHUP: the new subscription is subscribed, the removed one unsubscribed"
+else
+	fail "SIGHUP: subscriptions not moved: $(grep 'message received' "$tmp/gatewayd.log" | tail -n 2)"
+fi
+if [[ "$(metric gatewayd_mqtt_connects_total)" == "$connects_before" ]] && wait_for 20 no_gap; then
+	pass "SIGHUP: no reconnect, no seq gap ($(cat "$tmp/gaps.out"))"
+else
+	fail "SIGHUP: connects $connects_before -> $(metric gatewayd_mqtt_connects_total); $(cat "$tmp/gaps.out")"
+fi
+
 # ---------------------------------------------------------------- shutdown
 kill -TERM "$gatewayd_pid"
 stopped_at=$SECONDS

@@ -18,6 +18,7 @@ import (
 
 	"github.com/gatewayd/gatewayd/internal/config"
 	"github.com/gatewayd/gatewayd/internal/gateway"
+	"github.com/gatewayd/gatewayd/internal/logging"
 	"github.com/gatewayd/gatewayd/internal/metrics"
 	"github.com/gatewayd/gatewayd/internal/spool"
 )
@@ -72,28 +73,21 @@ func run(args []string, stdout, stderr io.Writer) int {
 		printSummary(stdout, cfg)
 		return exitOK
 	}
-	logger := newLogger(cfg.Log, stderr)
+	logs := logging.New(stderr, cfg.Log)
+	logger := logs.Logger()
 	if *once {
 		return readOnce(cfg, logger, stdout)
 	}
-	if err := runDaemon(cfg, logger); err != nil {
+	if err := runDaemon(cfg, logs, *path); err != nil {
 		logger.Error("gatewayd stopped", "err", err)
 		return exitRuntime
 	}
 	return exitOK
 }
 
-func newLogger(c config.Log, w io.Writer) *slog.Logger {
-	var level slog.Level
-	_ = level.UnmarshalText([]byte(c.Level)) // validated by config
-	opts := &slog.HandlerOptions{Level: level}
-	if c.Format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
-	}
-	return slog.New(slog.NewTextHandler(w, opts))
-}
-
-// readOnce is -once: read every sensor, print, exit 1 if any failed.
+// readOnce is -once: read every sensor (wait for a push sensor's first
+// transmission, up to gateway.OnceWait), print, exit 1 if any failed or was
+// not heard.
 func readOnce(cfg *config.Config, logger *slog.Logger, stdout io.Writer) int {
 	m := metrics.New(version)
 	q := spool.NewMemory(cfg.Buffer.MaxMessages, int64(cfg.Buffer.MaxBytes), 1)
@@ -102,7 +96,7 @@ func readOnce(cfg *config.Config, logger *slog.Logger, stdout io.Writer) int {
 		logger.Error("cannot set up the sensors", "err", err)
 		return exitRuntime
 	}
-	if err := p.ReadOnce(context.Background(), stdout); err != nil {
+	if err := p.ReadOnce(context.Background(), stdout, gateway.OnceWait); err != nil {
 		for _, line := range strings.Split(err.Error(), "\n") {
 			logger.Error("gatewayd -once", "err", line)
 		}
@@ -137,7 +131,14 @@ func printSummary(w io.Writer, c *config.Config) {
 	row("buffer", "%s, at most %d readings / %s, %d in flight", where, c.Buffer.MaxMessages, c.Buffer.MaxBytes, c.Buffer.MaxInflight)
 	row("sensors", "%d", len(c.Sensors))
 	for _, s := range c.Sensors {
-		fmt.Fprintf(w, "    - %s (%s, every %s, timeout %s)\n", s.Name, s.Type, s.Interval, s.Timeout)
+		switch {
+		case !s.Push():
+			fmt.Fprintf(w, "    - %s (%s, every %s, timeout %s)\n", s.Name, s.Type, s.Interval, s.Timeout)
+		case s.Interval > 0:
+			fmt.Fprintf(w, "    - %s (%s, pushed, at most every %s, stale after %s)\n", s.Name, s.Type, s.Interval, s.StaleAfter)
+		default:
+			fmt.Fprintf(w, "    - %s (%s, pushed, every transmission, stale after %s)\n", s.Name, s.Type, s.StaleAfter)
+		}
 	}
 	row("subscriptions", "%d", len(c.Subscriptions))
 	for _, s := range c.Subscriptions {

@@ -8,12 +8,15 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gatewayd/gatewayd/internal/broker"
 	"github.com/gatewayd/gatewayd/internal/config"
 	"github.com/gatewayd/gatewayd/internal/gateway"
 	"github.com/gatewayd/gatewayd/internal/homeassistant"
+	"github.com/gatewayd/gatewayd/internal/logging"
 	"github.com/gatewayd/gatewayd/internal/metrics"
 	"github.com/gatewayd/gatewayd/internal/session"
 	"github.com/gatewayd/gatewayd/internal/spool"
@@ -36,11 +39,17 @@ type App struct {
 	Poller    *gateway.Poller
 	Publisher *gateway.Publisher
 
-	cfg    *config.Config
-	log    *slog.Logger
-	http   *metrics.Server
-	broker *broker.Broker
-	ha     *homeassistant.Announcer // nil unless homeassistant.discovery
+	// Logs, when set, is the log switch that a reload sets to the new
+	// log.level and log.format.
+	Logs *logging.Switch
+
+	cfg      atomic.Pointer[config.Config] // as running: Reload replaces it (Config)
+	log      *slog.Logger
+	http     *metrics.Server
+	broker   *broker.Broker
+	msgs     *gateway.MessageLogger
+	reloadMu sync.Mutex
+	ha       *homeassistant.Announcer // nil unless homeassistant.discovery
 
 	version   string
 	started   time.Time
@@ -51,8 +60,9 @@ type App struct {
 // port or a locked buffer is reported before the daemon says it is ready.
 // On error, whatever was opened is closed again.
 func New(cfg *config.Config, log *slog.Logger, version string) (_ *App, err error) {
-	a := &App{cfg: cfg, log: log, Metrics: metrics.New(version), Liveness: metrics.NewLiveness(staleLoop),
+	a := &App{log: log, Metrics: metrics.New(version), Liveness: metrics.NewLiveness(staleLoop),
 		version: version, started: time.Now()}
+	a.cfg.Store(cfg)
 	defer func() {
 		if err != nil {
 			a.close()
@@ -72,8 +82,6 @@ func New(cfg *config.Config, log *slog.Logger, version string) (_ *App, err erro
 	}
 	m.WatchBuffer(a.Queue)
 
-	var urls []string
-	b := cfg.Broker
 	if e := cfg.EmbeddedBroker; e.Enabled {
 		pw, err := e.ReadPassword()
 		if err != nil {
@@ -85,31 +93,11 @@ func New(cfg *config.Config, log *slog.Logger, version string) (_ *App, err erro
 			return nil, err
 		}
 		log.Info("embedded broker listening", "addr", a.broker.Addr(), "auth", e.Username != "")
-		if cfg.Broker.UseEmbedded {
-			urls = []string{"tcp://" + a.broker.Addr()}
-			if b.Username == "" { // log in to it as its one user
-				b.Username, b.PasswordFile = e.Username, e.PasswordFile
-			}
-		}
 	}
 
-	msgs := gateway.NewMessageLogger(cfg.Subscriptions, m, log.With("component", "subscriptions"))
+	a.msgs = gateway.NewMessageLogger(cfg.Subscriptions, m, log.With("component", "subscriptions"))
 	a.newHomeAssistant(cfg, version, log.With("component", "homeassistant"))
-	sopts := session.Options{
-		Broker:        b, // password_file and TLS files are read at each connect
-		URLs:          urls,
-		Subscriptions: cfg.Subscriptions,
-		OnMessage:     msgs.Handle,
-		Protocol:      cfg.Broker.Protocol,
-		SessionExpiry: cfg.Broker.SessionExpiry.D(),
-		MessageExpiry: cfg.Publish.MessageExpiry.D(),
-		URLOrder:      cfg.Broker.URLOrder,
-		GatewayID:     cfg.Gateway.ID,
-		StateDir:      cfg.Buffer.Dir,
-	}
-	a.haSession(&sopts)
-	a.Session, err = session.New(sopts, log.With("component", "session"), m, a.Liveness)
-	if err != nil {
+	if a.Session, err = session.New(a.sessionOptions(cfg), log.With("component", "session"), m, a.Liveness); err != nil {
 		return nil, err
 	}
 	if a.Poller, err = gateway.NewPoller(cfg, a.pollerQueue(), m, log.With("component", "sensors"), a.Liveness); err != nil {
@@ -127,8 +115,43 @@ func New(cfg *config.Config, log *slog.Logger, version string) (_ *App, err erro
 	if err := a.http.Listen(cfg.Metrics.Listen); err != nil {
 		return nil, fmt.Errorf("metrics.listen: %w", err)
 	}
+	m.ConfigReloadOK.Set(1)
+	m.ConfigReloadTime.Set(float64(time.Now().UnixNano()) / 1e9)
 	return a, nil
 }
+
+// sessionOptions are the session's settings from cfg, at start and at a
+// reload: one place, so that a new broker key is wired once.
+func (a *App) sessionOptions(cfg *config.Config) session.Options {
+	b := cfg.Broker // password_file and TLS files are read at each connect
+	var urls []string
+	if e := cfg.EmbeddedBroker; cfg.Broker.UseEmbedded && a.broker != nil {
+		// Its real port (which may have been given as 0), logged in to as
+		// its one user.
+		urls = []string{"tcp://" + a.broker.Addr()}
+		if b.Username == "" {
+			b.Username, b.PasswordFile = e.Username, e.PasswordFile
+		}
+	}
+	o := session.Options{
+		Broker:        b,
+		URLs:          urls,
+		Subscriptions: cfg.Subscriptions,
+		OnMessage:     a.msgs.Handle,
+		Protocol:      cfg.Broker.Protocol,
+		SessionExpiry: cfg.Broker.SessionExpiry.D(),
+		MessageExpiry: cfg.Publish.MessageExpiry.D(),
+		URLOrder:      cfg.Broker.URLOrder,
+		GatewayID:     cfg.Gateway.ID,
+		StateDir:      cfg.Buffer.Dir,
+	}
+	a.haSession(&o)
+	return o
+}
+
+// Config is the config the daemon runs on: the one it started with, or the
+// last one reloaded (with the keys that need a restart as they run).
+func (a *App) Config() *config.Config { return a.cfg.Load() }
 
 // HTTPAddr is the address /metrics is served on.
 func (a *App) HTTPAddr() string { return a.http.Addr() }
@@ -171,7 +194,8 @@ func (a *App) Run(ctx context.Context, onStopping func()) error {
 		stopHA = start("homeassistant", a.ha.Run)
 	}
 
-	a.log.Info("gatewayd started", "gateway", a.cfg.Gateway.ID, "sensors", len(a.cfg.Sensors),
+	cfg := a.Config()
+	a.log.Info("gatewayd started", "gateway", cfg.Gateway.ID, "sensors", len(cfg.Sensors),
 		"metrics", "http://"+a.http.Addr()+"/metrics", "buffer_durable", a.Queue.Durable())
 	var runErr error
 	select {

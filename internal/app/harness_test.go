@@ -20,6 +20,7 @@ import (
 
 	"github.com/gatewayd/gatewayd/internal/app"
 	"github.com/gatewayd/gatewayd/internal/config"
+	"github.com/gatewayd/gatewayd/internal/logging"
 	"github.com/gatewayd/gatewayd/internal/metrics"
 	"github.com/gatewayd/gatewayd/internal/session"
 	"github.com/gatewayd/gatewayd/internal/testbroker"
@@ -54,19 +55,31 @@ type daemon struct {
 // it has no metrics key) and runs it until the test ends or stop is called.
 func startDaemon(t *testing.T, yaml string) *daemon {
 	t.Helper()
-	if !strings.Contains(yaml, "metrics:") {
-		yaml += "\nmetrics: {listen: '127.0.0.1:0'}\n"
-	}
-	cfg, err := config.Parse(t.Name()+".yaml", []byte(yaml), os.LookupEnv)
+	return startDaemonLogs(t, yaml, false)
+}
+
+// startDaemonLogs is startDaemon; with logSwitch the daemon logs as
+// cmd/gatewayd does, through a logging.Switch at the config's log.level
+// and log.format (which a reload changes), instead of JSON at debug.
+func startDaemonLogs(t *testing.T, yaml string, logSwitch bool) *daemon {
+	t.Helper()
+	cfg, err := parseConfig(t, yaml)
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}
 	logs := &syncBuffer{}
-	log := slog.New(slog.NewJSONHandler(io.MultiWriter(logs, testLogWriter{t}), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	w := io.MultiWriter(logs, testLogWriter{t})
+	log := slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	var sw *logging.Switch
+	if logSwitch {
+		sw = logging.New(w, cfg.Log)
+		log = sw.Logger()
+	}
 	a, err := app.New(cfg, log, "test")
 	if err != nil {
 		t.Fatalf("app.New: %v", err)
 	}
+	a.Logs = sw
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx, nil) }()
@@ -85,6 +98,31 @@ func startDaemon(t *testing.T, yaml string) *daemon {
 	}
 	t.Cleanup(func() { stop() })
 	return &daemon{App: a, logs: logs, stop: stop}
+}
+
+// parseConfig parses yaml as the daemon's file (with "metrics: {listen:
+// 127.0.0.1:0}" added when it has no metrics key) and probes it, as
+// config.Load does.
+func parseConfig(t *testing.T, yaml string) (*config.Config, error) {
+	if !strings.Contains(yaml, "metrics:") {
+		yaml += "\nmetrics: {listen: '127.0.0.1:0'}\n"
+	}
+	cfg, err := config.Parse(t.Name()+".yaml", []byte(yaml), os.LookupEnv)
+	if err != nil {
+		return nil, err
+	}
+	return cfg, config.Probe(cfg)
+}
+
+// reload applies yaml as the daemon's new config file, as SIGHUP does.
+func (d *daemon) reload(t *testing.T, yaml string) error {
+	t.Helper()
+	cfg, err := parseConfig(t, yaml)
+	if err != nil {
+		d.ReloadRefused()
+		return err
+	}
+	return d.Reload(context.Background(), cfg)
 }
 
 // testLogWriter shows the daemon's log in verbose test output only.

@@ -105,16 +105,12 @@ func (a *App) haDiagnostics() homeassistant.Diagnostics {
 
 // reloadHomeAssistant applies a reloaded config to the announcer: the
 // configs of removed sensors are cleared, everything else is announced
-// again. Call it before building the session's new options: haSession then
-// subscribes the status topic of a new prefix. Turning discovery on or off
-// needs a restart (it decides how the buffer and the session are wired);
-// it reports whether one is needed.
-func (a *App) reloadHomeAssistant(cfg *config.Config, version string) (restart bool) {
-	if (a.ha != nil) != cfg.HomeAssistant.Discovery {
-		return true
-	}
+// again, and a sensor added is announced at its first reading. Reload calls
+// it before building the session's new options, so that haSession
+// subscribes the status topic of a new prefix. homeassistant.discovery
+// itself needs a restart (keepRunning).
+func (a *App) reloadHomeAssistant(cfg *config.Config) {
 	if a.ha != nil {
-		a.ha.Reload(haConfig(cfg, version))
+		a.ha.Reload(haConfig(cfg, a.version))
 	}
-	return false
 }

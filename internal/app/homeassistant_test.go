@@ -3,12 +3,11 @@ package app_test
 import (
 	"encoding/json"
 	"fmt"
-	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/gatewayd/gatewayd/internal/config"
 	"github.com/gatewayd/gatewayd/internal/testbroker"
 )
 
@@ -181,47 +180,83 @@ func TestHomeAssistantBrokerRestart(t *testing.T) {
 	}
 }
 
-// A reload that removes a sensor clears its configs (empty retained
-// messages); one that adds a sensor announces it.
+// A reload (SIGHUP) that removes a sensor clears its configs (empty
+// retained messages); one that adds a sensor announces it before its first
+// reading. A new prefix moves everything, and Home Assistant's status topic
+// with it. Turning discovery off needs a restart.
 func TestHomeAssistantReload(t *testing.T) {
 	b := testbroker.Start(t, testbroker.Options{})
-	d := startDaemon(t, haYAML(b.URL(), "1h"))
-	testbroker.Eventually(t, 10*time.Second, "every config retained", func() bool {
-		for tp := range haSeries {
-			if _, ok := b.Retained(tp); !ok {
-				return false
+	yaml := haYAML(b.URL(), "200ms")
+	d := startDaemon(t, yaml)
+	allRetained := func(topics ...string) func() bool {
+		return func() bool {
+			for _, tp := range topics {
+				if _, ok := b.Retained(tp); !ok {
+					return false
+				}
 			}
+			return true
 		}
-		return true
-	})
-	yaml := strings.Replace(haYAML(b.URL(), "1h"), `  - {name: attic, type: simulated, interval: 1h, seed: 2, topic: "home/{sensor}/{quantity}"}`,
-		`  - {name: cellar, type: simulated, interval: 1h, seed: 3}`, 1) + "metrics: {listen: '127.0.0.1:0'}\n"
-	cfg, err := config.Parse("reload.yaml", []byte(yaml), os.LookupEnv)
-	if err != nil {
-		t.Fatal(err)
 	}
-	if d.ReloadHomeAssistant(cfg) {
-		t.Fatal("a restart asked for")
+	testbroker.Eventually(t, 10*time.Second, "every config retained", allRetained(mapKeys(haSeries)...))
+
+	attic := `  - {name: attic, type: simulated, interval: 200ms, seed: 2, topic: "home/{sensor}/{quantity}"}`
+	cellar := `  - {name: cellar, type: simulated, interval: 200ms, seed: 3}`
+	before := len(b.Messages(nil))
+	if err := d.reload(t, strings.Replace(yaml, attic, cellar, 1)); err != nil {
+		t.Fatal(err)
 	}
 	testbroker.Eventually(t, 10*time.Second, "attic's configs cleared", func() bool {
 		_, t1 := b.Retained("homeassistant/sensor/gw/attic_temperature/config")
 		_, t2 := b.Retained("homeassistant/sensor/gw/attic_humidity/config")
 		return !t1 && !t2
 	})
-	for _, m := range b.Messages(func(tp string) bool { return strings.Contains(tp, "/attic_") }) {
-		if len(m.Payload) == 0 && !m.Retain {
-			t.Errorf("the clearing of %s is not retained", m.Topic)
+	for _, m := range b.Messages(nil)[before:] {
+		if !strings.Contains(m.Topic, "/attic_") {
+			continue
+		}
+		if len(m.Payload) != 0 || !m.Retain {
+			t.Errorf("after the reload, %s got %q (retained %v), want an empty retained message", m.Topic, m.Payload, m.Retain)
 		}
 	}
-	if _, ok := b.Retained("homeassistant/sensor/gw/room_temperature/config"); !ok {
-		t.Error("room's config is gone")
+	cellarCfg := "homeassistant/sensor/gw/cellar_temperature/config"
+	testbroker.Eventually(t, 10*time.Second, "cellar announced", allRetained(cellarCfg, "homeassistant/sensor/gw/cellar_humidity/config",
+		"homeassistant/sensor/gw/room_temperature/config"))
+	testbroker.Eventually(t, 10*time.Second, "a reading of cellar", func() bool { return countOn(b, "gatewayd/gw/cellar/temperature") > 0 })
+	msgs := b.Messages(nil)
+	if ci, ri := firstIndex(msgs, cellarCfg, before), firstIndex(msgs, "gatewayd/gw/cellar/temperature", before); ci < 0 || ci > ri {
+		t.Errorf("cellar's config (message %d) after its first reading (message %d)", ci, ri)
 	}
-	// The poller of this test still reads the old sensors (the reload of
-	// the sensors is core's); a reading of a sensor the announcer knows
-	// from the new config is announced. Here: none of cellar yet, so its
-	// config must not exist, and attic's readings must not revive attic.
-	if _, ok := b.Retained("homeassistant/sensor/gw/cellar_temperature/config"); ok {
-		t.Error("cellar announced before any reading of it")
+
+	// A new prefix: the old configs cleared, the new ones announced, and
+	// Home Assistant's birth message heard on the new status topic.
+	yaml = strings.Replace(strings.Replace(yaml, attic, cellar, 1), "homeassistant: {discovery: true}", "homeassistant: {discovery: true, prefix: ha2}", 1)
+	if err := d.reload(t, yaml); err != nil {
+		t.Fatal(err)
+	}
+	testbroker.Eventually(t, 10*time.Second, "the configs under the new prefix", allRetained("ha2/sensor/gw/room_temperature/config", "ha2/sensor/gw/cellar_humidity/config"))
+	testbroker.Eventually(t, 10*time.Second, "the old prefix cleared", func() bool {
+		_, ok := b.Retained("homeassistant/sensor/gw/room_temperature/config")
+		return !ok
+	})
+	n := countOn(b, "ha2/sensor/gw/room_temperature/config")
+	testbroker.Eventually(t, 10*time.Second, "ha2/status subscribed", func() bool {
+		return slices.Contains(b.Subscriptions(d.Config().Broker.ClientID), "ha2/status")
+	})
+	b.Publish("ha2/status", []byte("online"), false, 1)
+	testbroker.Eventually(t, 10*time.Second, "announced again after online on ha2/status", func() bool {
+		return countOn(b, "ha2/sensor/gw/room_temperature/config") > n
+	})
+
+	// Discovery off: needs a restart; the running daemon keeps announcing.
+	if err := d.reload(t, strings.Replace(yaml, "discovery: true", "discovery: false", 1)); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(d.logs.String(), "homeassistant.discovery") {
+		t.Error("turning discovery off was not logged as needing a restart")
+	}
+	if _, ok := b.Retained("ha2/sensor/gw/room_temperature/config"); !ok {
+		t.Error("configs cleared by a reload that turned discovery off (it needs a restart)")
 	}
 }
 

@@ -52,7 +52,7 @@ func (a *App) Status() metrics.Status {
 	now := time.Now()
 	m := a.Metrics
 	st := metrics.Status{
-		Gateway: a.cfg.Gateway.ID,
+		Gateway: a.Config().Gateway.ID,
 		Version: a.version,
 		Time:    now.UTC(),
 		Started: a.started.UTC(),

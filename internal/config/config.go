@@ -34,7 +34,7 @@ type Config struct {
 	// File is the path the config was loaded from ("" for defaults).
 	File string `yaml:"-"`
 
-	src *index // the file's keys and their lines, for Probe's errors
+	probeLines map[string]place // the lines of the keys Probe checks, for its errors
 }
 
 // Gateway identifies this box.

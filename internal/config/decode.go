@@ -21,43 +21,117 @@ import (
 // each back into the key path it concerns, with the line of the file as
 // written and a message that tells what to write instead.
 
-// parser holds the state of one Parse.
+// parser holds the state of one Parse. It keeps where every key of the file
+// is, not the file's node tree: the tree is dropped before decoding (at
+// 10,000 sensors it weighs tens of megabytes), and rebuilt from the decoded
+// text only when there are errors to place.
 type parser struct {
-	file string
-	errs Errors
-	src  *index // the tree of the file as written (after ${VAR} expansion)
-	used map[string]bool
+	file  string
+	errs  Errors
+	lines map[string]place  // every key path of the file as written
+	types map[string]string // "sensors[1]" -> its type:
+	used  map[string]bool
 }
 
 func (p *parser) failAt(line int, path, format string, args ...any) {
 	p.errs = append(p.errs, FieldError{File: p.file, Line: line, Path: path, Msg: fmt.Sprintf(format, args...)})
 }
 
-// decode decodes the tree under root into cfg. When the checks or ${VAR}
-// expansion changed the tree, it is marshalled again and that text decoded:
-// yaml.v3's Node.Decode would drop KnownFields. Errors are mapped back
-// through their key paths to the lines of the file.
-func (p *parser) decode(root *yaml.Node, data []byte, changed bool, cfg *Config) {
-	text, dec := data, p.src
-	if changed {
-		out, err := yaml.Marshal(root)
-		if err == nil {
-			var again *yaml.Node
-			if again, err = parseDocument(out); err == nil {
-				text, dec = out, newIndex(again)
+// has reports whether the file gives path.
+func (p *parser) has(path string) bool { _, ok := p.lines[path]; return ok }
+
+// line is the line an error about path is reported at: its key's, or its
+// nearest parent's when the file does not give it.
+func (p *parser) line(path string) int { return lineOf(p.lines, path) }
+
+// valueLine is the line of a single value at path, else its key's.
+func (p *parser) valueLine(path string) int {
+	if pl, ok := p.lines[path]; ok {
+		return pl.valueLine
+	}
+	return p.line(path)
+}
+
+// scan records where every key is and each sensor's type, refuses a
+// sensor without a known type and a fraction given for a whole number (see
+// refuseFractions); it reports whether the tree changed.
+func (p *parser) scan(root *yaml.Node) bool {
+	p.lines, p.types = map[string]place{}, map[string]string{}
+	var fractions []entry
+	walkPaths(root, func(path string, key, val *yaml.Node) {
+		n := val
+		for n.Kind == yaml.AliasNode && n.Alias != nil {
+			n = n.Alias
+		}
+		pl := place{line: n.Line, valueLine: n.Line}
+		if key != nil {
+			pl.line = key.Line
+			if n.Kind != yaml.ScalarNode {
+				pl.valueLine = key.Line
 			}
 		}
-		if err != nil {
-			p.failAt(0, "", "cannot re-encode the expanded config: %v", err)
-			return
+		if path != "" {
+			p.lines[path] = pl
+		}
+		if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!float" {
+			fractions = append(fractions, entry{path, key, n})
+		}
+		if isSensorPath(path) && n.Kind == yaml.MappingNode {
+			p.checkSensorType(path, n)
+		}
+	})
+	return p.refuseFractions(fractions)
+}
+
+// isSensorPath reports whether path is "sensors[N]".
+func isSensorPath(path string) bool {
+	rest, ok := strings.CutPrefix(path, "sensors[")
+	return ok && strings.HasSuffix(rest, "]") && !strings.ContainsAny(rest, ".[")
+}
+
+// checkSensorType records the type of the sensor entry n at path, or
+// reports it missing or unknown.
+func (p *parser) checkSensorType(path string, n *yaml.Node) {
+	var t *yaml.Node
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == "type" {
+			t = n.Content[i+1]
 		}
 	}
+	for t != nil && t.Kind == yaml.AliasNode && t.Alias != nil {
+		t = t.Alias
+	}
+	switch {
+	case t == nil || isNull(t):
+		p.failAt(n.Line, path+".type", "is required (one of %s)", strings.Join(sensors.Types(), ", "))
+	case t.Kind != yaml.ScalarNode:
+		// reported by decoding
+	default:
+		p.types[path] = t.Value
+		if _, known := sensors.NewConfig(t.Value); !known {
+			p.failAt(t.Line, path+".type", "unknown sensor type %.64q (known: %s)", t.Value, strings.Join(sensors.Types(), ", "))
+		}
+	}
+}
+
+// decode decodes text, the file's tree (or, when the checks or ${VAR}
+// expansion changed the tree, the tree marshalled again: yaml.v3's
+// Node.Decode would drop KnownFields) into cfg. Errors are mapped back
+// through their key paths to the lines of the file.
+func (p *parser) decode(text []byte, cfg *Config) {
 	d := yaml.NewDecoder(bytes.NewReader(text))
 	d.KnownFields(true)
 	err := d.Decode(cfg)
 	var te *yaml.TypeError
 	switch {
 	case errors.As(err, &te):
+		root, perr := parseDocument(text)
+		if perr != nil {
+			p.failAt(0, "", "%v", err)
+			return
+		}
+		dec := newIndex(root)
+		dec.reverse()
 		for _, msg := range te.Errors {
 			p.errs = append(p.errs, p.translate(msg, dec))
 		}
@@ -89,7 +163,7 @@ func (p *parser) translate(msg string, dec *index) FieldError {
 				k, _ := strconv.Atoi(f[2])
 				if path, ok := dec.byPos[pos{l, c, yaml.Kind(k)}]; ok {
 					if f[3] != "" {
-						return p.at(join(path, f[3]), p.src.line(path), body)
+						return p.at(join(path, f[3]), p.line(path), body)
 					}
 					return p.at(path, p.valueLine(path), body)
 				}
@@ -100,13 +174,13 @@ func (p *parser) translate(msg string, dec *index) FieldError {
 	if rest, ok := strings.CutPrefix(text, "field "); ok {
 		if key, _, ok := strings.Cut(rest, " not found in type "); ok {
 			if path, ok := dec.keys[keyAt{line, key}]; ok {
-				return p.at(path, p.src.line(path), p.unknownKey(path))
+				return p.at(path, p.line(path), p.unknownKey(path))
 			}
 		}
 	}
 	if um := unmarshalRE.FindStringSubmatch(text); um != nil {
 		if path, ok := p.match(dec, line, um[1], um[3], um[2] != ""); ok {
-			n := p.src.byPath[path].val
+			n := dec.byPath[path].val
 			for n.Kind == yaml.AliasNode && n.Alias != nil {
 				n = n.Alias
 			}
@@ -117,23 +191,20 @@ func (p *parser) translate(msg string, dec *index) FieldError {
 	if es := dec.onLine[line]; len(es) == 1 {
 		return p.at(es[0].path, p.valueLine(es[0].path), text)
 	}
-	if dec != p.src {
-		line = 0 // a line of the re-encoded text means nothing to the reader
-	}
-	return FieldError{File: p.file, Line: line, Msg: text}
+	return FieldError{File: p.file, Line: p.lineIn(dec, line), Msg: text}
 }
 
 func (p *parser) at(path string, line int, msg string) FieldError {
 	return FieldError{File: p.file, Line: line, Path: path, Msg: msg}
 }
 
-// valueLine is the line of a single value at path (which may sit on the line
-// after its key), else the line of its key.
-func (p *parser) valueLine(path string) int {
-	if e, ok := p.src.byPath[path]; ok && e.val.Kind == yaml.ScalarNode {
-		return e.val.Line
+// lineIn maps a line of the decoded text to the file's: through the path of
+// a key on it (the texts differ when the tree was marshalled again).
+func (p *parser) lineIn(dec *index, line int) int {
+	for _, e := range dec.onLine[line] {
+		return p.line(e.path)
 	}
-	return p.src.line(path)
+	return 0
 }
 
 // match finds the value a "cannot unmarshal TAG `VALUE`" error of line is
@@ -237,28 +308,22 @@ func (p *parser) unknownKey(path string) string {
 // refuseFractions reports a number with a fraction given for a whole-number
 // key (yaml.v3 would cut 1.5 to 1 without a word), and nulls it so that it is
 // reported once. It reports whether the tree changed.
-func (p *parser) refuseFractions() bool {
-	var found []entry
-	for path, e := range p.src.byPath {
-		if e.val.Kind != yaml.ScalarNode || e.val.ShortTag() != "!!float" {
-			continue
-		}
-		t, ok := p.typeAt(path)
+func (p *parser) refuseFractions(found []entry) bool {
+	changed := false
+	for _, e := range found {
+		t, ok := p.typeAt(e.path)
 		if !ok || reflect.PointerTo(t).Implements(unmarshalerType) {
 			continue
 		}
 		switch t.Kind() {
 		case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
 			reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
-			found = append(found, entry{path: path, val: e.val})
+			p.failAt(e.val.Line, e.path, "expected a whole number, got %.64q", e.val.Value)
+			*e.val = yaml.Node{Kind: yaml.ScalarNode, Tag: "!!null", Line: e.val.Line, Column: e.val.Column}
+			changed = true
 		}
 	}
-	sort.Slice(found, func(i, j int) bool { return found[i].path < found[j].path })
-	for _, e := range found {
-		p.failAt(e.val.Line, e.path, "expected a whole number, got %.64q", e.val.Value)
-		*e.val = yaml.Node{Kind: yaml.ScalarNode, Tag: "!!null", Line: e.val.Line, Column: e.val.Column}
-	}
-	return len(found) > 0
+	return changed
 }
 
 var (
@@ -335,12 +400,7 @@ func (p *parser) keysOf(t reflect.Type, path string) map[string]reflect.Type {
 }
 
 // sensorTypeAt is the type: written in the sensor entry at path.
-func (p *parser) sensorTypeAt(path string) string {
-	if e, ok := p.src.byPath[path+".type"]; ok && e.val.Kind == yaml.ScalarNode {
-		return e.val.Value
-	}
-	return ""
-}
+func (p *parser) sensorTypeAt(path string) string { return p.types[path] }
 
 // addFields adds the yaml keys of struct type t (inline fields flattened).
 func addFields(keys map[string]reflect.Type, t reflect.Type) {
@@ -377,57 +437,52 @@ type plainSensor Sensor
 // (This form of the method keeps the decoder's KnownFields.) An entry without
 // a known type gets its common keys only; Parse reports the type itself.
 func (s *Sensor) UnmarshalYAML(unmarshal func(any) error) error {
-	var keys map[string]yaml.Node
-	if err := unmarshal(&keys); err != nil {
+	var entry nodeOf
+	if err := unmarshal(&entry); err != nil {
 		return err
 	}
+	n := entry.n
+	if n.Kind != yaml.MappingNode {
+		got := "a " + kindName(n)
+		if n.Kind == yaml.ScalarNode {
+			got = fmt.Sprintf("%.64q", n.Value)
+		}
+		return nodeError(n, "", "expected a mapping of keys (name:, type:, ...), got %s", got)
+	}
 	var src sensors.Config
-	if tn, ok := keys["type"]; ok && tn.Kind == yaml.ScalarNode {
-		src, _ = sensors.NewConfig(tn.Value)
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if k, v := n.Content[i], n.Content[i+1]; k.Value == "type" && v.Kind == yaml.ScalarNode {
+			src, _ = sensors.NewConfig(v.Value)
+		}
 	}
 	if src == nil {
-		return s.decodeCommon(keys)
+		return s.decodeCommon(n)
 	}
 	return s.decodeWith(src, unmarshal)
 }
 
+// nodeOf captures the node it is decoded from, without a copy.
+type nodeOf struct{ n *yaml.Node }
+
+func (c *nodeOf) UnmarshalYAML(n *yaml.Node) error { c.n = n; return nil }
+
+// commonKeys are the yaml keys of the common sensor keys.
+var commonKeys = func() map[string]reflect.Type {
+	keys := map[string]reflect.Type{}
+	addFields(keys, plainType)
+	return keys
+}()
+
 // decodeCommon decodes only the common keys: without a known type, the other
 // keys cannot be told from misspellings.
-func (s *Sensor) decodeCommon(keys map[string]yaml.Node) error {
-	common := map[string]reflect.Type{}
-	addFields(common, plainType)
-	only := &yaml.Node{Kind: yaml.MappingNode}
-	for k := range common {
-		if v, ok := keys[k]; ok {
-			only.Content = append(only.Content, &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: k}, &v)
+func (s *Sensor) decodeCommon(n *yaml.Node) error {
+	only := &yaml.Node{Kind: yaml.MappingNode, Line: n.Line, Column: n.Column}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if _, ok := commonKeys[n.Content[i].Value]; ok {
+			only.Content = append(only.Content, n.Content[i], n.Content[i+1])
 		}
 	}
 	return only.Decode((*plainSensor)(s))
-}
-
-// checkSensorTypes reports a sensor entry whose type is missing or unknown.
-func (p *parser) checkSensorTypes() {
-	for i := 0; ; i++ {
-		path := fmt.Sprintf("sensors[%d]", i)
-		e, ok := p.src.byPath[path]
-		if !ok {
-			return
-		}
-		if n := e.val; n.Kind != yaml.MappingNode && (n.Kind != yaml.AliasNode || n.Alias == nil || n.Alias.Kind != yaml.MappingNode) {
-			continue // reported by decoding
-		}
-		t, ok := p.src.byPath[path+".type"]
-		switch {
-		case !ok || isNull(t.val):
-			p.failAt(p.src.line(path), path+".type", "is required (one of %s)", strings.Join(sensors.Types(), ", "))
-		case t.val.Kind != yaml.ScalarNode:
-			// reported by decoding
-		default:
-			if _, known := sensors.NewConfig(t.val.Value); !known {
-				p.failAt(t.val.Line, path+".type", "unknown sensor type %.64q (known: %s)", t.val.Value, strings.Join(sensors.Types(), ", "))
-			}
-		}
-	}
 }
 
 // decodeWith decodes the common keys and those of src's type together. A
@@ -458,11 +513,10 @@ func entryType(own reflect.Type) (reflect.Type, error) {
 	if t, ok := entryTypes.Load(own); ok {
 		return t.(reflect.Type), nil
 	}
-	common, mine := map[string]reflect.Type{}, map[string]reflect.Type{}
-	addFields(common, plainType)
+	mine := map[string]reflect.Type{}
 	addFields(mine, own)
 	for k := range mine {
-		if _, clash := common[k]; clash {
+		if _, clash := commonKeys[k]; clash {
 			return nil, fmt.Errorf("sensor config %s: key %q is already a common sensor key", own, k)
 		}
 	}

@@ -6,6 +6,8 @@ import (
 	"os"
 	"sort"
 	"strings"
+
+	"gopkg.in/yaml.v3"
 )
 
 // MaxFileSize bounds the config file; a larger one is refused rather than
@@ -66,25 +68,30 @@ func Parse(name string, data []byte, lookupEnv func(string) (string, bool)) (*Co
 	}
 	changed := p.checkKeys(root, "")
 	changed = p.expandEnv(root, lookupEnv) || changed
-	p.src = newIndex(root)
-	changed = p.refuseFractions() || changed
+	changed = p.scan(root) || changed
 	if root != nil {
-		p.decode(root, data, changed, cfg)
-		p.checkSensorTypes()
+		text := data
+		if changed {
+			if text, err = yaml.Marshal(root); err != nil {
+				return nil, Errors{{File: name, Msg: fmt.Sprintf("cannot re-encode the expanded config: %v", err)}}
+			}
+		}
+		root = nil // the tree may go before the decoder builds its own
+		p.decode(text, cfg)
 	}
 	if len(p.errs) > 0 {
 		return nil, sorted(p.errs)
 	}
-	if !p.src.has("sensors") {
+	if !p.has("sensors") {
 		cfg.Sensors = defaultSensors()
 	}
-	resolve(cfg, p.src.has)
-	v := &validator{file: name, src: p.src}
+	resolve(cfg, p.has)
+	v := &validator{file: name, line: p.line, has: p.has}
 	v.validate(cfg)
 	if len(v.errs) > 0 {
 		return nil, sorted(v.errs)
 	}
-	cfg.src = p.src
+	cfg.probeLines = probeLines(cfg, p.lines)
 	return cfg, nil
 }
 

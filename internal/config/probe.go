@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strings"
 	"syscall"
 
 	"github.com/gatewayd/gatewayd/internal/sensors"
@@ -20,10 +21,7 @@ import (
 // daemon's own (the start reports it if it is still taken), and the files
 // are read again where they are used.
 func Probe(c *Config) error {
-	v := &validator{file: c.File, src: c.src}
-	if v.src == nil {
-		v.src = newIndex(nil)
-	}
+	v := &validator{file: c.File, line: func(path string) int { return lineOf(c.probeLines, path) }}
 	v.probeListen("metrics.listen", c.Metrics.Listen)
 	if c.EmbeddedBroker.Enabled {
 		v.probeListen("embedded_broker.listen", c.EmbeddedBroker.Listen)
@@ -51,6 +49,27 @@ func Probe(c *Config) error {
 		return sorted(v.errs)
 	}
 	return nil
+}
+
+// probeLines keeps the lines Probe may report at: those of every key outside
+// sensors, and of the keys of sensors whose type probes. The config does not
+// hold on to the lines of every sensor's keys: at 10,000 sensors they weigh.
+func probeLines(c *Config, all map[string]place) map[string]place {
+	probes := map[string]bool{}
+	for i, s := range c.Sensors {
+		if _, ok := s.Source.(sensors.Prober); ok {
+			probes[fmt.Sprintf("sensors[%d]", i)] = true
+		}
+	}
+	lines := map[string]place{}
+	for path, pl := range all {
+		if !strings.HasPrefix(path, "sensors[") {
+			lines[path] = pl
+		} else if i := strings.IndexByte(path, ']'); i > 0 && probes[path[:i+1]] {
+			lines[path] = pl
+		}
+	}
+	return lines
 }
 
 func (v *validator) probeTLS(t TLS) {

@@ -59,7 +59,9 @@ func resolve(c *Config, has func(path string) bool) {
 		if s.Retain != nil {
 			out.Retain = *s.Retain
 		}
-		out.Topic = strings.NewReplacer("{gateway}", gw, "{sensor}", s.Name).Replace(out.Topic)
+		// A valid gateway id has no braces: filling one after the other is
+		// filling both at once (and a strings.Replacer per sensor weighs).
+		out.Topic = strings.ReplaceAll(fill(out.Topic), "{sensor}", s.Name)
 		s.Publish = out
 	}
 }

@@ -65,8 +65,8 @@ func isNull(n *yaml.Node) bool {
 }
 
 // expandedSize counts the nodes under n with every alias expanded, stopping
-// once past limit. Sizes are memoised per node, so it runs in linear time
-// however deep the aliases nest.
+// once past limit. The sizes of alias targets are memoised, so it runs in
+// linear time however deep the aliases nest.
 func expandedSize(n *yaml.Node, limit int) int {
 	memo := map[*yaml.Node]int{}
 	var size func(n *yaml.Node, depth int) int
@@ -74,23 +74,24 @@ func expandedSize(n *yaml.Node, limit int) int {
 		if n == nil {
 			return 0
 		}
-		if s, ok := memo[n]; ok {
-			return s
-		}
 		if depth > 1000 { // a cycle or absurd nesting
 			return limit + 1
 		}
-		s := 1
 		if n.Kind == yaml.AliasNode {
-			s += size(n.Alias, depth+1)
+			t, ok := memo[n.Alias]
+			if !ok {
+				t = size(n.Alias, depth+1)
+				memo[n.Alias] = t
+			}
+			return 1 + t
 		}
+		s := 1
 		for _, c := range n.Content {
 			if s > limit {
 				break
 			}
 			s += size(c, depth+1)
 		}
-		memo[n] = s
 		return s
 	}
 	return size(n, 0)
@@ -101,28 +102,41 @@ func expandedSize(n *yaml.Node, limit int) int {
 // whether the tree changed.
 func (p *parser) checkKeys(n *yaml.Node, path string) bool {
 	changed := false
-	seen := map[*yaml.Node]bool{}
 	var walk func(n *yaml.Node, path string)
-	walk = func(n *yaml.Node, path string) {
-		if n == nil || seen[n] {
+	walk = func(n *yaml.Node, path string) { // aliases are not followed: each node once
+		if n == nil {
 			return
 		}
-		seen[n] = true
 		switch n.Kind {
 		case yaml.MappingNode:
-			first := map[string]int{}
 			kept := n.Content[:0]
+			var seen map[string]int // for a large mapping
+			if len(n.Content) > 32 {
+				seen = map[string]int{}
+			}
 			for i := 0; i+1 < len(n.Content); i += 2 {
 				k, v := n.Content[i], n.Content[i+1]
+				first := 0
+				if seen != nil {
+					first = seen[k.Value]
+				} else {
+					for j := 0; j < len(kept); j += 2 { // most mappings are small
+						if kept[j].Value == k.Value {
+							first = kept[j].Line
+						}
+					}
+				}
 				switch {
 				case k.Kind != yaml.ScalarNode:
 					p.failAt(k.Line, path, "a key must be a plain word, not a %s", kindName(k))
 				case k.ShortTag() == "!!merge":
 					p.failAt(k.Line, path, "merge keys (<<) are not supported; write the keys out")
-				case first[k.Value] > 0:
-					p.failAt(k.Line, join(path, k.Value), "key given twice (first at line %d)", first[k.Value])
+				case first > 0:
+					p.failAt(k.Line, join(path, k.Value), "key given twice (first at line %d)", first)
 				default:
-					first[k.Value] = k.Line
+					if seen != nil {
+						seen[k.Value] = k.Line
+					}
 					kept = append(kept, k, v)
 					walk(v, join(path, k.Value))
 					continue
@@ -147,13 +161,11 @@ func (p *parser) checkKeys(n *yaml.Node, path string) bool {
 // so that it is reported once. It reports whether the tree changed.
 func (p *parser) expandEnv(n *yaml.Node, lookup func(string) (string, bool)) bool {
 	changed := false
-	seen := map[*yaml.Node]bool{}
 	var walk func(n *yaml.Node)
-	walk = func(n *yaml.Node) {
-		if n == nil || seen[n] {
+	walk = func(n *yaml.Node) { // aliases are not followed: each node once
+		if n == nil {
 			return
 		}
-		seen[n] = true
 		switch n.Kind {
 		case yaml.MappingNode:
 			for i := 1; i < len(n.Content); i += 2 {
@@ -240,14 +252,18 @@ func containsDollarBrace(s string) bool {
 	return false
 }
 
-// index maps the nodes of one tree to their key paths ("sensors[1].interval")
-// and back. Aliases are followed, so a key reached through one has a path
-// too; a node reached by two paths keeps the first.
+// index maps the key paths of one tree ("sensors[1].interval") to their
+// nodes, and, built when an error needs it, the nodes back to their paths.
+// Aliases are followed, so a key reached through one has a path too; a node
+// reached by two paths maps back to the first.
 type index struct {
 	byPath map[string]entry
-	byPos  map[pos]string
-	keys   map[keyAt]string
-	onLine map[int][]entry
+	order  []string // paths in document order
+
+	reversed bool
+	byPos    map[pos]string
+	keys     map[keyAt]string
+	onLine   map[int][]entry
 }
 
 // entry is one key and its value (key is nil for a list item).
@@ -266,15 +282,52 @@ type keyAt struct {
 	key  string
 }
 
-// newIndex indexes the tree under root; its size must have been bounded.
-func newIndex(root *yaml.Node) *index {
-	x := &index{byPath: map[string]entry{}, byPos: map[pos]string{}, keys: map[keyAt]string{}, onLine: map[int][]entry{}}
+// walkPaths calls f for every key path of the tree under root, in document
+// order, aliases followed; the tree's size must have been bounded.
+func walkPaths(root *yaml.Node, f func(path string, key, val *yaml.Node)) {
 	if root == nil {
-		return x
+		return
 	}
-	var walk func(e entry)
-	walk = func(e entry) {
-		x.byPath[e.path] = e
+	var walk func(path string, key, val *yaml.Node)
+	walk = func(path string, key, val *yaml.Node) {
+		f(path, key, val)
+		n := val
+		for n.Kind == yaml.AliasNode && n.Alias != nil {
+			n = n.Alias
+		}
+		switch n.Kind {
+		case yaml.MappingNode:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				walk(join(path, n.Content[i].Value), n.Content[i], n.Content[i+1])
+			}
+		case yaml.SequenceNode:
+			for i, c := range n.Content {
+				walk(fmt.Sprintf("%s[%d]", path, i), nil, c)
+			}
+		}
+	}
+	walk("", nil, root)
+}
+
+// newIndex indexes the tree under root.
+func newIndex(root *yaml.Node) *index {
+	x := &index{byPath: map[string]entry{}}
+	walkPaths(root, func(path string, key, val *yaml.Node) {
+		x.byPath[path] = entry{path, key, val}
+		x.order = append(x.order, path)
+	})
+	return x
+}
+
+// reverse builds the maps from nodes back to paths.
+func (x *index) reverse() {
+	if x.reversed {
+		return
+	}
+	x.reversed = true
+	x.byPos, x.keys, x.onLine = map[pos]string{}, map[keyAt]string{}, map[int][]entry{}
+	for _, path := range x.order {
+		e := x.byPath[path]
 		if e.key != nil {
 			if _, ok := x.keys[keyAt{e.key.Line, e.key.Value}]; !ok {
 				x.keys[keyAt{e.key.Line, e.key.Value}] = e.path
@@ -289,34 +342,19 @@ func newIndex(root *yaml.Node) *index {
 			x.byPos[p] = e.path
 			x.onLine[n.Line] = append(x.onLine[n.Line], entry{e.path, e.key, n})
 		}
-		switch n.Kind {
-		case yaml.MappingNode:
-			for i := 0; i+1 < len(n.Content); i += 2 {
-				walk(entry{join(e.path, n.Content[i].Value), n.Content[i], n.Content[i+1]})
-			}
-		case yaml.SequenceNode:
-			for i, c := range n.Content {
-				walk(entry{fmt.Sprintf("%s[%d]", e.path, i), nil, c})
-			}
-		}
 	}
-	walk(entry{val: root})
-	return x
 }
 
-// has reports whether the file gives path.
-func (x *index) has(path string) bool { _, ok := x.byPath[path]; return ok }
+// place is where a key path is in the file: line is its key's (a list
+// item's own), valueLine that of its single value (which may sit on the
+// line after the key), else line.
+type place struct{ line, valueLine int }
 
-// line is the line an error about path is reported at: the key's line (a
-// mapping's or a list's own line is that of its first entry), a list item's
-// line; for a path that is not in the file, its nearest parent's.
-func (x *index) line(path string) int {
+// lineOf is the line of path, or of its nearest parent given.
+func lineOf(lines map[string]place, path string) int {
 	for p := path; p != ""; {
-		if e, ok := x.byPath[p]; ok {
-			if e.key != nil {
-				return e.key.Line
-			}
-			return e.val.Line
+		if pl, ok := lines[p]; ok {
+			return pl.line
 		}
 		i := lastSep(p)
 		if i < 0 {

@@ -28,7 +28,7 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 		return nodeError(n, "", "expected a duration such as 10s, got a %s", kindName(n))
 	}
 	s := strings.TrimSpace(n.Value)
-	if _, err := strconv.ParseFloat(s, 64); err == nil && s != "0" {
+	if s != "" && s[len(s)-1] >= '0' && s[len(s)-1] <= '9' && s != "0" && isNumber(s) {
 		return nodeError(n, "", "duration %q has no unit (write %ss or %sms)", s, s, s)
 	}
 	v, err := time.ParseDuration(s)
@@ -38,6 +38,8 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	*d = Duration(v)
 	return nil
 }
+
+func isNumber(s string) bool { _, err := strconv.ParseFloat(s, 64); return err == nil }
 
 // ByteSize is a size in bytes, written as a number or with a unit: 512KB,
 // 64MiB, 1GB. KB, MB and GB are powers of 1000; KiB, MiB and GiB of 1024.

@@ -19,12 +19,13 @@ import (
 // the key they concern. It touches nothing outside the config: Probe does.
 type validator struct {
 	file string
-	src  *index
+	line func(path string) int // where path is in the file
+	has  func(path string) bool
 	errs Errors
 }
 
 func (v *validator) add(path, format string, args ...any) {
-	v.errs = append(v.errs, FieldError{File: v.file, Line: v.src.line(path), Path: path, Msg: fmt.Sprintf(format, args...)})
+	v.errs = append(v.errs, FieldError{File: v.file, Line: v.line(path), Path: path, Msg: fmt.Sprintf(format, args...)})
 }
 
 func (v *validator) validate(c *Config) {
@@ -214,7 +215,7 @@ func (v *validator) validateSensors(c *Config) {
 			if s.Timeout.D() <= 0 {
 				v.add(p+".timeout", "must be > 0, not %s", s.Timeout)
 			}
-			if v.src.has(p + ".stale_after") {
+			if v.has(p + ".stale_after") {
 				v.add(p+".stale_after", "applies to push sensors only (a polled sensor is down when its read fails)")
 			}
 		}
@@ -255,7 +256,7 @@ func (v *validator) validatePush(p string, s *Sensor) {
 	if s.Interval.D() < 0 {
 		v.add(p+".interval", "must be >= 0 (the least time between two published readings), not %s", s.Interval)
 	}
-	if v.src.has(p + ".timeout") {
+	if v.has(p + ".timeout") {
 		v.add(p+".timeout", "does not apply to a sensor of type %s, which is not polled (see stale_after)", s.Type)
 	}
 	if s.StaleAfter.D() < time.Second {

@@ -105,7 +105,7 @@ func BenchmarkReading(b *testing.B) {
 // the source already returned, from take to ack.
 func BenchmarkTake(b *testing.B) {
 	q := openBenchQueue(b, "memory")
-	p, s := benchPoller(b, FormatJSON, q)
+	_, s := benchPoller(b, FormatJSON, q)
 	buf := make([]spool.Record, 0, batchSize)
 	var cursor uint64
 	readings, _ := s.src.Read(context.Background())
@@ -113,7 +113,7 @@ func BenchmarkTake(b *testing.B) {
 	now := time.Now()
 	b.ReportAllocs()
 	for b.Loop() {
-		p.take(s, r, now)
+		s.take(r, now)
 		drain(b, q, &cursor, buf)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -30,7 +31,7 @@ const (
 // whatever its bytes, and counts it by the subscription it matched.
 type MessageLogger struct {
 	log       *slog.Logger
-	subs      []subscription
+	subs      atomic.Pointer[[]subscription]
 	unmatched prometheus.Counter
 	m         *metrics.Metrics
 
@@ -50,27 +51,37 @@ type subscription struct {
 // NewMessageLogger returns a logger for the configured subscriptions.
 func NewMessageLogger(subs []config.Subscription, m *metrics.Metrics, log *slog.Logger) *MessageLogger {
 	l := &MessageLogger{log: log, m: m, tokens: logBurst, now: time.Now}
-	for _, s := range subs {
-		l.subs = append(l.subs, subscription{
-			filter:  s.Topic,
-			levels:  strings.Split(s.Topic, "/"),
-			counter: m.MQTTReceived.WithLabelValues(s.Topic),
-		})
-		m.MQTTSubscribeFailures.WithLabelValues(s.Topic) // export 0 from the start
-	}
+	l.SetSubscriptions(subs)
 	// Messages the broker still delivers for a subscription that is no
 	// longer in the config (the persistent session remembers it).
 	l.unmatched = m.MQTTReceived.WithLabelValues("")
 	return l
 }
 
+// SetSubscriptions changes the subscriptions messages are counted by (a
+// reload). The counters of a subscription removed stay: a counter does not
+// go back to zero while the daemon runs.
+func (l *MessageLogger) SetSubscriptions(subs []config.Subscription) {
+	list := make([]subscription, 0, len(subs))
+	for _, s := range subs {
+		list = append(list, subscription{
+			filter:  s.Topic,
+			levels:  strings.Split(s.Topic, "/"),
+			counter: l.m.MQTTReceived.WithLabelValues(s.Topic),
+		})
+		l.m.MQTTSubscribeFailures.WithLabelValues(s.Topic) // export 0 from the start
+	}
+	l.subs.Store(&list)
+}
+
 // Handle counts and logs one message. It never blocks for long: it is
 // called from the MQTT client's goroutine.
 func (l *MessageLogger) Handle(msg session.Message) {
 	matched := false
-	for i := range l.subs {
-		if topicMatch(l.subs[i].levels, msg.Topic) {
-			l.subs[i].counter.Inc()
+	subs := *l.subs.Load()
+	for i := range subs {
+		if topicMatch(subs[i].levels, msg.Topic) {
+			subs[i].counter.Inc()
 			matched = true
 		}
 	}

@@ -1,8 +1,9 @@
-// Package gateway is the daemon's core: the one poll loop that reads every
-// sensor on its interval, applies calibration, range checks and deadbands,
-// renders topics and payloads and puts them in the spool; the publisher that
-// takes them from the spool to the broker in order; and the logger of the
-// messages that arrive on subscriptions.
+// Package gateway is the daemon's core: the poller that runs every sensor
+// (reading the pulled ones on their interval, running the pushed ones) and
+// takes their readings through one ingest path (calibration, range checks,
+// deadbands, seq, rendering) into the spool; the publisher that takes them
+// from the spool to the broker in order; and the logger of the messages that
+// arrive on subscriptions.
 package gateway
 
 import (
@@ -11,8 +12,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/gatewayd/gatewayd/internal/config"
@@ -21,34 +22,21 @@ import (
 	"github.com/gatewayd/gatewayd/internal/spool"
 )
 
-// Poller reads the sensors and turns their readings into spool records.
+// Poller runs the configured sensors and turns their readings into spool
+// records. Apply changes the sensors while it runs (a reload).
 type Poller struct {
-	sensors []*sensor
-	sink    func(*spool.Record) // where finished records go: the spool
-	m       *metrics.Metrics
-	log     *slog.Logger
-	live    *metrics.Liveness
-	seqs    map[string]uint64 // last seq per series at start (durable spool)
-	now     func() time.Time
-}
+	in        *ingest
+	m         *metrics.Metrics
+	log       *slog.Logger
+	live      *metrics.Liveness
+	receivers *sensors.Receivers
+	now       func() time.Time
 
-// sensor is one configured sensor and its running state. Everything but
-// next and index is touched only by the one read in progress (busy).
-type sensor struct {
-	cfg    config.Sensor // resolved: cfg.Publish is where its readings go
-	src    sensors.Source
-	series []*sensorSeries // a few at most: a slice is smaller than a map
+	mu      sync.Mutex
+	sensors []*sensor // the configured sensors, in the config's order
 
-	stats    *metrics.SensorStats
-	failures int          // consecutive failed reads, for the log
-	tooMany  bool         // logged that the sensor has too many quantities
-	instant  bool         // read inline: sensors.Instant
-	scratch  spool.Record // the record being built; reads never overlap
-
-	busy  atomic.Bool
-	next  time.Time     // scheduler only
-	phase time.Duration // added once after the first read, to spread reads
-	index int           // position in the scheduler's heap
+	changes chan func(*scheduler) // run by Run's loop
+	done    chan struct{}         // closed when Run returns
 }
 
 // spreadGroup is how many sensors the poller reads at the same instant at
@@ -58,64 +46,99 @@ const spreadGroup = 1000
 // NewPoller builds every configured source. q receives the records; the
 // sequence numbers continue from q.Seqs().
 func NewPoller(cfg *config.Config, q spool.Queue, m *metrics.Metrics, log *slog.Logger, live *metrics.Liveness) (*Poller, error) {
-	p := &Poller{m: m, log: log, live: live, seqs: q.Seqs(), now: time.Now}
-	p.sink = func(r *spool.Record) {
-		if d := q.Append(r); d > 0 {
-			m.BufferDropped.Add(float64(d))
-		}
-		m.ReadingsTaken.Inc()
+	p := &Poller{
+		m: m, log: log, live: live, now: time.Now,
+		receivers: sensors.NewReceivers(log),
+		changes:   make(chan func(*scheduler)),
+		done:      make(chan struct{}),
+	}
+	p.in = &ingest{
+		sink: func(r *spool.Record) {
+			if d := q.Append(r); d > 0 {
+				m.BufferDropped.Add(float64(d))
+			}
+			m.ReadingsTaken.Inc()
+		},
+		seqs: &seqBook{m: q.Seqs()},
+		log:  log,
 	}
 	for i := range cfg.Sensors {
-		c := cfg.Sensors[i]
-		src, err := c.Source.New(sensors.Env{Name: c.Name})
+		s, err := p.build(&cfg.Sensors[i])
 		if err != nil {
-			return nil, fmt.Errorf("sensor %q (type %s): %w", c.Name, c.Type, err)
+			return nil, err
 		}
-		s := &sensor{cfg: c, src: src, stats: m.Sensors.Sensor(c.Name)}
-		_, s.instant = src.(sensors.Instant)
-		s.stats.SetType(c.Type)
 		p.sensors = append(p.sensors, s)
 	}
 	return p, nil
 }
 
-// Run reads every sensor at start and then on its interval, until ctx ends.
-// A sensor whose previous read is still running skips its turn, so a hung
-// source delays nothing but itself.
+// build builds one sensor's source; it starts nothing. c stays the
+// sensor's config (the config is not changed once parsed).
+func (p *Poller) build(c *config.Sensor) (*sensor, error) {
+	src, err := c.Source.New(sensors.Env{Name: c.Name, Log: p.log.With("sensor", c.Name), Receivers: p.receivers})
+	if err != nil {
+		return nil, fmt.Errorf("sensor %q (type %s): %w", c.Name, c.Type, err)
+	}
+	s := &sensor{cfg: c, src: src, in: p.in, stats: p.m.Sensors.Sensor(c.Name)}
+	s.stats.SetType(c.Type)
+	s.push, _ = src.(sensors.Pusher)
+	if c.Push() != (s.push != nil) {
+		return nil, fmt.Errorf("sensor %q: type %s: its config and its source disagree on whether it pushes", c.Name, c.Type)
+	}
+	_, s.instant = src.(sensors.Instant)
+	return s, nil
+}
+
+// Run runs every sensor until ctx ends: it reads the pulled ones at start
+// and then on their interval, and runs the pushed ones. A sensor whose
+// previous read is still running skips its turn, so a hung source delays
+// nothing but itself.
 func (p *Poller) Run(ctx context.Context) error {
+	defer close(p.done)
 	defer p.live.Done("poller")
-	var reads sync.WaitGroup
-	defer reads.Wait()
+	defer p.receivers.Close()
+	sc := &scheduler{p: p, ctx: ctx, push: map[*sensor]bool{}}
+	defer sc.stopAll()
 
 	// Every sensor is read at start. After that, sensors on one interval are
 	// read together, in groups of up to spreadGroup spread evenly over the
 	// interval (at most a second): reading together lets the publisher send
 	// in batches (cheap), and 10,000 sensors make ten bursts of 2,000
 	// readings a second instead of one of 20,000 (a tenth of the memory).
-	groups := (len(p.sensors) + spreadGroup - 1) / spreadGroup
-	sched := make(schedule, len(p.sensors))
-	now := p.now()
-	for i, s := range p.sensors {
-		s.next, s.index = now, i
-		s.phase = min(s.cfg.Interval.D(), time.Second) * time.Duration(i%groups) / time.Duration(groups)
-		sched[i] = s
+	p.mu.Lock()
+	all := p.sensors
+	p.mu.Unlock()
+	pulled := 0
+	for _, s := range all {
+		if s.push == nil {
+			pulled++
+		}
 	}
-	heap.Init(&sched)
+	groups := max(1, (pulled+spreadGroup-1)/spreadGroup)
+	i := 0
+	for _, s := range all {
+		sc.start(s)
+		if s.push == nil {
+			s.phase = min(s.cfg.Interval.D(), time.Second) * time.Duration(i%groups) / time.Duration(groups)
+			i++
+		}
+	}
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	beat := time.NewTicker(metrics.BeatInterval)
 	defer beat.Stop()
 	p.live.Beat("poller")
 	for {
-		now = p.now()
-		for len(sched) > 0 && !sched[0].next.After(now) {
-			s := sched[0]
+		now := p.now()
+		sched := &sc.heap
+		for len(*sched) > 0 && !(*sched)[0].next.After(now) {
+			s := (*sched)[0]
 			if s.instant {
 				p.read(ctx, s)
 			} else if s.busy.CompareAndSwap(false, true) {
-				reads.Add(1)
+				s.work.Add(1)
 				go func() {
-					defer reads.Done()
+					defer s.work.Done()
 					defer s.busy.Store(false)
 					p.read(ctx, s)
 				}()
@@ -127,17 +150,20 @@ func (p *Poller) Run(ctx context.Context) error {
 			if s.next = s.next.Add(iv); s.next.Before(now) {
 				s.next = now.Add(iv) // fell behind: do not try to catch up
 			}
-			heap.Fix(&sched, 0)
+			heap.Fix(sched, 0)
 		}
-		if len(sched) > 0 {
-			timer.Reset(sched[0].next.Sub(now))
+		if len(*sched) > 0 {
+			timer.Reset((*sched)[0].next.Sub(now))
 		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-timer.C:
+		case change := <-p.changes:
+			change(sc)
 		case <-beat.C:
 			p.live.Beat("poller")
+			sc.checkHeard(p.now())
 		}
 	}
 }
@@ -150,15 +176,27 @@ func (p *Poller) read(ctx context.Context, s *sensor) {
 		timedOut bool
 	)
 	if s.instant {
-		readings, err = s.src.Read(ctx)
+		readings, err = s.src.Read(ctx) // never blocks: stop cannot come meanwhile
 	} else {
 		rctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout.D())
+		s.mu.Lock()
+		s.cancelRead = cancel
+		if s.stopped {
+			cancel()
+		}
+		s.mu.Unlock()
 		readings, err = s.src.Read(rctx)
 		timedOut = rctx.Err() != nil
+		s.mu.Lock()
+		s.cancelRead = nil
+		s.mu.Unlock()
 		cancel()
+		if s.isStopped() {
+			return // removed by a reload meanwhile
+		}
 	}
 	if ctx.Err() != nil {
-		return // shutting down: neither a reading nor a failure
+		return // stopping: neither a reading nor a failure
 	}
 	t := p.now()
 	if err == nil && len(readings) == 0 {
@@ -168,112 +206,235 @@ func (p *Poller) read(ctx context.Context, s *sensor) {
 		if timedOut {
 			err = fmt.Errorf("read timed out after %s: %w", s.cfg.Timeout, err)
 		}
-		s.stats.Failed()
-		s.stats.SetLastError(err)
-		s.failures++
-		if s.failures == 1 {
-			p.log.Warn("sensor read failed", "sensor", s.cfg.Name, "err", err)
+		s.failed(err)
+		return
+	}
+	s.readings(readings, t)
+}
+
+// runPush runs a push sensor's source until the sensor stops, again after
+// a backoff when it returns early.
+func (p *Poller) runPush(s *sensor) {
+	defer s.work.Done()
+	const first, most = time.Second, time.Minute
+	delay := first
+	emit := func(rs []sensors.Reading) {
+		if len(rs) > 0 && s.ctx.Err() == nil {
+			s.readings(rs, p.now())
+		}
+	}
+	for {
+		started := time.Now()
+		err := s.push.Run(s.ctx, emit)
+		if s.ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			err = errors.New("the source stopped")
+		}
+		if time.Since(started) >= most {
+			delay = first
+		}
+		s.failed(fmt.Errorf("%w (starting it again in %s)", err, delay))
+		t := time.NewTimer(delay)
+		select {
+		case <-s.ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		delay = min(2*delay, most)
+	}
+}
+
+// Plan builds what Apply needs to change the running sensors to those of
+// cfg (a reload): the source of every sensor added or changed. Nothing
+// changes yet, so a failure changes nothing; a plan not applied is
+// discarded with Discard. Plan and Apply are not for concurrent use.
+func (p *Poller) Plan(cfg *config.Config) (*Plan, error) {
+	p.mu.Lock()
+	old := p.sensors
+	p.mu.Unlock()
+	pl := &Plan{p: p, kept: map[*sensor]bool{}, named: map[string]bool{}, running: map[string]bool{}}
+	for _, s := range old {
+		pl.running[s.cfg.Name] = true
+	}
+	byName := make(map[string]*sensor, len(old))
+	for _, s := range old {
+		byName[s.cfg.Name] = s
+	}
+	for i := range cfg.Sensors {
+		c := &cfg.Sensors[i]
+		pl.named[c.Name] = true
+		if s, ok := byName[c.Name]; ok && reflect.DeepEqual(*s.cfg, *c) {
+			pl.next = append(pl.next, s)
+			pl.kept[s] = true
+			continue
+		}
+		s, err := p.build(c)
+		if err != nil {
+			pl.Discard()
+			return nil, err
+		}
+		pl.next = append(pl.next, s)
+		pl.started = append(pl.started, s)
+		if byName[c.Name] != nil {
+			pl.Changes.Changed = append(pl.Changes.Changed, c.Name)
 		} else {
-			p.log.Debug("sensor read failed again", "sensor", s.cfg.Name, "failures", s.failures, "err", err)
+			pl.Changes.Added = append(pl.Changes.Added, c.Name)
 		}
-		return
 	}
-	s.stats.Succeeded(t.UnixNano())
-	if s.failures > 0 {
-		p.log.Info("sensor reads again", "sensor", s.cfg.Name, "failed_reads", s.failures)
-		s.failures = 0
+	for _, s := range old {
+		if !pl.kept[s] {
+			pl.stopped = append(pl.stopped, s)
+			if !pl.named[s.cfg.Name] {
+				pl.Changes.Removed = append(pl.Changes.Removed, s.cfg.Name)
+			}
+		}
 	}
-	for _, r := range readings {
-		p.take(s, r, t)
+	return pl, nil
+}
+
+// Plan is a change of the running sensors, built by Poller.Plan.
+type Plan struct {
+	Changes Changes
+
+	p                *Poller
+	next             []*sensor // the sensors after it, in the config's order
+	started, stopped []*sensor
+	kept             map[*sensor]bool
+	named, running   map[string]bool // names after it, and before
+}
+
+// Discard drops a plan that will not be applied: the metrics of the
+// sensors it would have added.
+func (pl *Plan) Discard() {
+	for _, s := range pl.started {
+		if !pl.running[s.cfg.Name] {
+			pl.p.m.Sensors.Remove(s.cfg.Name)
+		}
 	}
 }
 
-// take turns one reading into a record, unless it is rejected or within
-// the deadband.
-func (p *Poller) take(s *sensor, r sensors.Reading, t time.Time) {
-	if !sensors.ValidQuantity(r.Quantity) {
-		s.seriesFor("invalid", p).Rejected.Add(1)
-		p.log.Warn("reading with an invalid quantity name rejected", "sensor", s.cfg.Name, "quantity", fmt.Sprintf("%.64q", r.Quantity))
-		return
-	}
-	ser := s.seriesFor(r.Quantity, p)
-	if ser == nil {
-		s.seriesFor("invalid", p).Rejected.Add(1)
-		if !s.tooMany {
-			s.tooMany = true
-			p.log.Warn("readings rejected: the sensor has too many quantities", "sensor", s.cfg.Name, "quantity", r.Quantity, "max", maxQuantities)
-		}
-		return
-	}
-	v := ser.calibrate(r.Value)
-	if err := sensors.CheckRange(r.Quantity, v); err != nil {
-		ser.Rejected.Add(1)
-		if t.Sub(ser.rejectLogged) > time.Minute {
-			ser.rejectLogged = t
-			p.log.Warn("value rejected", "sensor", s.cfg.Name, "quantity", r.Quantity, "raw", r.Value, "err", err)
-		}
-		return
-	}
-	ser.SetValue(v)
-	if !ser.due(v, t, s.cfg.Heartbeat.D()) {
-		ser.Suppressed.Add(1)
-		return
-	}
-	ser.published, ser.lastValue, ser.lastTime = true, v, t
-	ser.seq++
-	// The spool copies the record, so the sensor's scratch one serves every
-	// reading without an allocation.
-	s.scratch = spool.Record{
-		Topic:   ser.topic,
-		Payload: ser.render(s.cfg.Publish.Format, v, t, ser.seq),
-		QoS:     s.cfg.Publish.QoS,
-		Retain:  s.cfg.Publish.Retain,
-		Time:    t.UnixNano(),
-		SeqKey:  ser.seqKey,
-		Seq:     ser.seq,
-	}
-	p.sink(&s.scratch)
-}
-
-// maxQuantities bounds the quantities of one sensor: an exec program that
-// prints a new name at every read must not grow memory and metrics forever.
-const maxQuantities = 16
-
-// seriesFor returns the state of one quantity of s, creating it on first
-// use; nil when the sensor already has maxQuantities ("invalid" excepted).
-func (s *sensor) seriesFor(q string, p *Poller) *sensorSeries {
-	for _, ser := range s.series {
-		if ser.quantity() == q {
-			return ser
-		}
-	}
-	if len(s.series) >= maxQuantities && q != "invalid" {
+// Apply applies the plan while Run runs. A sensor whose config is unchanged
+// keeps running untouched; one removed stops; one added or changed starts at
+// once, its seq continuing from the last one of its name. Receivers shared
+// by push sensors keep running across it.
+func (p *Poller) Apply(ctx context.Context, pl *Plan) error {
+	if len(pl.started) == 0 && len(pl.stopped) == 0 {
 		return nil
 	}
-	name := s.cfg.Name
-	ser := &sensorSeries{
-		series:      newSeries(renderTopic(s.cfg.Publish.Topic, q), name, q),
-		SeriesStats: s.stats.Series(q),
+	release := p.receivers.Hold()
+	defer release()
+	if err := p.onLoop(ctx, func(sc *scheduler) {
+		for _, s := range pl.stopped {
+			sc.stop(s)
+		}
+	}); err != nil {
+		pl.Discard()
+		return err
 	}
-	ser.seq = p.seqs[ser.seqKey]
-	if v, ok := s.cfg.Offset[q]; ok {
-		ser.offset = v
+	// Outside the loop, so that a slow source stalls no other sensor.
+	for _, s := range pl.stopped {
+		s.work.Wait()
+		s.saveSeqs()
+		if !pl.named[s.cfg.Name] {
+			p.m.Sensors.Remove(s.cfg.Name)
+		}
 	}
-	if v, ok := s.cfg.Scale[q]; ok {
-		ser.scale = v
-	}
-	if v, ok := s.cfg.Deadband[q]; ok {
-		ser.deadband = v
-	}
-	s.series = append(s.series, ser)
-	return ser
+	p.mu.Lock()
+	p.sensors = pl.next
+	p.mu.Unlock()
+	return p.onLoop(ctx, func(sc *scheduler) {
+		for _, s := range pl.started {
+			sc.start(s)
+		}
+	})
 }
 
-// sensorSeries is a series with its metrics.
-type sensorSeries struct {
-	*series
-	*metrics.SeriesStats
-	rejectLogged time.Time
+// Changes are the sensors a reload added, removed and changed, by name.
+type Changes struct {
+	Added, Removed, Changed []string
+}
+
+// onLoop runs f on Run's loop and waits for it.
+func (p *Poller) onLoop(ctx context.Context, f func(*scheduler)) error {
+	done := make(chan struct{})
+	select {
+	case p.changes <- func(sc *scheduler) { f(sc); close(done) }:
+	case <-p.done:
+		return errors.New("the poller has stopped")
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	<-done
+	return nil
+}
+
+// scheduler is Run's state: the pulled sensors by their next read, and the
+// pushed ones running.
+type scheduler struct {
+	p    *Poller
+	ctx  context.Context
+	heap schedule
+	push map[*sensor]bool
+}
+
+// start starts s: its first read now, or its push runner.
+func (sc *scheduler) start(s *sensor) {
+	s.started = sc.p.now()
+	if s.push != nil {
+		s.ctx, s.cancel = context.WithCancel(sc.ctx)
+		s.stats.SetStaleAfter(s.cfg.StaleAfter.D())
+		sc.push[s] = true
+		s.work.Add(1)
+		go sc.p.runPush(s)
+		return
+	}
+	s.next = s.started
+	heap.Push(&sc.heap, s)
+}
+
+// stop stops s; a read in flight ends soon (its context is cancelled), and
+// what it read is dropped.
+func (sc *scheduler) stop(s *sensor) {
+	s.stop()
+	if s.push != nil {
+		delete(sc.push, s)
+		return
+	}
+	heap.Remove(&sc.heap, s.index)
+}
+
+func (sc *scheduler) stopAll() {
+	var all []*sensor
+	for len(sc.heap) > 0 {
+		all = append(all, sc.heap[0])
+		sc.stop(sc.heap[0])
+	}
+	for s := range sc.push {
+		all = append(all, s)
+		sc.stop(s)
+	}
+	for _, s := range all {
+		s.work.Wait()
+	}
+}
+
+// checkHeard logs a push sensor that was not heard within its stale_after,
+// once, and when it is heard again.
+func (sc *scheduler) checkHeard(now time.Time) {
+	for s := range sc.push {
+		up := s.stats.Up()
+		switch {
+		case !up && !s.quiet && now.Sub(s.started) >= s.cfg.StaleAfter.D():
+			s.quiet = true
+			sc.p.log.Warn("sensor not heard within stale_after", "sensor", s.cfg.Name, "stale_after", s.cfg.StaleAfter.String())
+		case up && s.quiet:
+			s.quiet = false
+			sc.p.log.Info("sensor heard again", "sensor", s.cfg.Name)
+		}
+	}
 }
 
 // schedule is a min-heap of sensors by their next read.

@@ -106,7 +106,7 @@ func (f *pollerFixture) stats(sensor string) *metrics.SensorStats {
 func (f *pollerFixture) series(sensor, quantity string) *sensorSeries {
 	for _, s := range f.p.sensors {
 		if s.cfg.Name == sensor {
-			return s.seriesFor(quantity, f.p)
+			return s.seriesFor(quantity)
 		}
 	}
 	panic("no sensor " + sensor)
@@ -179,7 +179,7 @@ func TestPollerHealthMetrics(t *testing.T) {
 		t.Fatalf("last success %v", ts)
 	}
 	var logs strings.Builder
-	f.p.log = slog.New(slog.NewTextHandler(&logs, nil))
+	f.p.in.log = slog.New(slog.NewTextHandler(&logs, nil))
 	f.src.set(errors.New("EIO"))
 	f.p.read(context.Background(), s)
 	if !strings.Contains(logs.String(), "err=EIO") || strings.Contains(logs.String(), "timed out") {

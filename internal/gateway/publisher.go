@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gatewayd/gatewayd/internal/metrics"
@@ -26,7 +27,7 @@ type Publisher struct {
 	m     *metrics.Metrics
 	log   *slog.Logger
 	live  *metrics.Liveness
-	stall time.Duration // an ack that takes longer means a dead link
+	stall atomic.Int64 // ns: an ack that takes longer means a dead link (SetStall)
 
 	slots    chan struct{} // one per publish awaiting its acknowledgement
 	freed    chan struct{} // a value after a slot was freed
@@ -49,9 +50,15 @@ const batchSize = 64
 // oldest unacknowledged publish may wait before the connection is declared
 // dead (broker.keepalive: a live broker answers a ping within it).
 func NewPublisher(q spool.Queue, sess *session.Session, maxInflight int, stall time.Duration, m *metrics.Metrics, log *slog.Logger, live *metrics.Liveness) *Publisher {
-	return &Publisher{q: q, sess: sess, m: m, log: log, live: live, stall: stall,
+	p := &Publisher{q: q, sess: sess, m: m, log: log, live: live,
 		slots: make(chan struct{}, maxInflight), freed: make(chan struct{}, 1), inflight: make(chan flight, maxInflight)}
+	p.SetStall(stall)
+	return p
 }
+
+// SetStall changes how long an acknowledgement may take (broker.keepalive
+// changed by a reload).
+func (p *Publisher) SetStall(d time.Duration) { p.stall.Store(int64(d)) }
 
 // Run publishes until ctx ends. What is in flight then stays in the spool.
 func (p *Publisher) Run(ctx context.Context) error {
@@ -171,7 +178,8 @@ func (p *Publisher) acker(ctx context.Context) {
 
 // await waits for one publish; false when ctx ended.
 func (p *Publisher) await(ctx context.Context, f flight, stall *time.Timer, beat *time.Ticker) bool {
-	stall.Reset(max(0, p.stall-time.Since(f.sent)))
+	wait := time.Duration(p.stall.Load())
+	stall.Reset(max(0, wait-time.Since(f.sent)))
 	for {
 		select {
 		case <-f.tok.Done():
@@ -188,7 +196,7 @@ func (p *Publisher) await(ctx context.Context, f flight, stall *time.Timer, beat
 			// One warning per stall: the other publishes in flight on
 			// the same connection find it lost already.
 			if !isClosed(f.conn.Lost()) {
-				p.log.Warn("the broker stopped acknowledging; reconnecting", "waited", p.stall, "broker", f.conn.URL())
+				p.log.Warn("the broker stopped acknowledging; reconnecting", "waited", wait, "broker", f.conn.URL())
 				f.conn.Abort(errors.New("no acknowledgement within broker.keepalive"))
 			}
 		case <-beat.C:

@@ -84,6 +84,7 @@ type Server struct {
 	scrapes   chan struct{} // bounds concurrent scrapes
 	status    StatusSource  // nil: / is a page of links
 	webConfig string        // exporter-toolkit web config file; "": plain HTTP, open
+	serving   serving       // the listeners served (rebind.go)
 }
 
 // NewServer prepares the HTTP server; connected tells /readyz whether the
@@ -134,14 +135,11 @@ func (s *Server) SetWebConfig(path string) error {
 }
 
 // Addr is the address listened on (useful with port 0).
-func (s *Server) Addr() string { return s.ln.Addr().String() }
+func (s *Server) Addr() string { return s.listener().Addr().String() }
 
 // Run serves until ctx ends, then shuts down within a second.
 func (s *Server) Run(ctx context.Context) error {
-	errc := make(chan error, 1)
-	go func() {
-		errc <- web.Serve(s.ln, s.srv, &web.FlagConfig{WebConfigFile: &s.webConfig}, s.log)
-	}()
+	errc := s.start(s.listener())
 	select {
 	case err := <-errc:
 		return fmt.Errorf("metrics server: %w", err)
@@ -149,9 +147,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	if err := s.srv.Shutdown(sctx); err != nil {
-		s.srv.Close()
-	}
+	s.serving.shutdown(sctx)
 	return nil
 }
 

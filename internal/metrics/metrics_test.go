@@ -49,6 +49,11 @@ func TestSensorSetExposition(t *testing.T) {
 	temp.Suppressed.Add(2)
 	st.Failed()
 	m.Sensors.Sensor("cellar")
+	m.Sensors.Sensor("gone").Series("temperature").SetValue(1)
+	m.Sensors.Remove("gone") // removed from the config by a reload
+	if m.Sensors.Sensor("room") != st || st.Series("temperature") != temp {
+		t.Fatal("a sensor's or a series' counters were not kept")
+	}
 	var b strings.Builder
 	if err := m.Sensors.WriteText(&b); err != nil {
 		t.Fatal(err)
@@ -61,11 +66,11 @@ gatewayd_sensor_reads_total{sensor="cellar"} 0
 # TYPE gatewayd_sensor_read_errors_total counter
 gatewayd_sensor_read_errors_total{sensor="room"} 1
 gatewayd_sensor_read_errors_total{sensor="cellar"} 0
-# HELP gatewayd_sensor_up 1 when the sensor's last read succeeded, else 0.
+# HELP gatewayd_sensor_up 1 when the sensor's last read succeeded (push sensors: heard within stale_after), else 0.
 # TYPE gatewayd_sensor_up gauge
 gatewayd_sensor_up{sensor="room"} 0
 gatewayd_sensor_up{sensor="cellar"} 0
-# HELP gatewayd_sensor_last_success_timestamp_seconds Unix time of the sensor's last successful read.
+# HELP gatewayd_sensor_last_success_timestamp_seconds Unix time of the sensor's last successful read (push sensors: last heard).
 # TYPE gatewayd_sensor_last_success_timestamp_seconds gauge
 gatewayd_sensor_last_success_timestamp_seconds{sensor="room"} 1.7000000005e+09
 gatewayd_sensor_last_success_timestamp_seconds{sensor="cellar"} 0
@@ -76,7 +81,7 @@ gatewayd_sensor_value{quantity="temperature",sensor="room"} 21.5
 # TYPE gatewayd_sensor_values_rejected_total counter
 gatewayd_sensor_values_rejected_total{quantity="temperature",sensor="room"} 0
 gatewayd_sensor_values_rejected_total{quantity="humidity",sensor="room"} 0
-# HELP gatewayd_sensor_values_suppressed_total Values not published because they stayed within the deadband.
+# HELP gatewayd_sensor_values_suppressed_total Values not published: within the deadband, or (push sensors) a repeat of one transmission or sooner than the interval.
 # TYPE gatewayd_sensor_values_suppressed_total counter
 gatewayd_sensor_values_suppressed_total{quantity="temperature",sensor="room"} 2
 gatewayd_sensor_values_suppressed_total{quantity="humidity",sensor="room"} 0

@@ -16,7 +16,8 @@ import (
 // sensors took 40 MB of heap that these counters hold in under 2 MB.
 type SensorSet struct {
 	mu      sync.RWMutex
-	sensors []*SensorStats
+	sensors []*SensorStats // in the order added
+	byName  map[string]*SensorStats
 }
 
 // SensorStats are one sensor's counters.
@@ -26,6 +27,7 @@ type SensorStats struct {
 	ReadErrors  atomic.Uint64
 	up          atomic.Bool
 	lastSuccess atomic.Int64 // Unix nanoseconds; 0: never
+	staleAfter  atomic.Int64 // push sensors: down when not heard for this long (ns); 0: off
 	typ         atomic.Pointer[string]
 	lastErr     atomic.Pointer[ReadError]
 
@@ -46,30 +48,67 @@ type SeriesStats struct {
 var sensorFamilies = []struct{ name, typ, help string }{
 	{"gatewayd_sensor_reads_total", "counter", "Successful sensor reads."},
 	{"gatewayd_sensor_read_errors_total", "counter", "Failed sensor reads (errors and timeouts)."},
-	{"gatewayd_sensor_up", "gauge", "1 when the sensor's last read succeeded, else 0."},
-	{"gatewayd_sensor_last_success_timestamp_seconds", "gauge", "Unix time of the sensor's last successful read."},
+	{"gatewayd_sensor_up", "gauge", "1 when the sensor's last read succeeded (push sensors: heard within stale_after), else 0."},
+	{"gatewayd_sensor_last_success_timestamp_seconds", "gauge", "Unix time of the sensor's last successful read (push sensors: last heard)."},
 	{"gatewayd_sensor_value", "gauge", "The last value read, after calibration."},
 	{"gatewayd_sensor_values_rejected_total", "counter", "Values rejected as outside the quantity's physical range (or not a number)."},
-	{"gatewayd_sensor_values_suppressed_total", "counter", "Values not published because they stayed within the deadband."},
+	{"gatewayd_sensor_values_suppressed_total", "counter", "Values not published: within the deadband, or (push sensors) a repeat of one transmission or sooner than the interval."},
 }
 
-// Sensor adds a sensor and returns its counters.
+// Sensor returns the counters of the sensor of that name, adding it if it
+// is new: a sensor changed by a reload keeps its counters.
 func (s *SensorSet) Sensor(name string) *SensorStats {
-	st := &SensorStats{name: name}
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st, ok := s.byName[name]; ok {
+		return st
+	}
+	if s.byName == nil {
+		s.byName = map[string]*SensorStats{}
+	}
+	st := &SensorStats{name: name}
 	s.sensors = append(s.sensors, st)
-	s.mu.Unlock()
+	s.byName[name] = st
 	return st
 }
 
-// Series adds a quantity to the sensor and returns its counters.
+// Remove drops the sensor of that name (removed from the config by a
+// reload): its series leave /metrics.
+func (s *SensorSet) Remove(name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st, ok := s.byName[name]
+	if !ok {
+		return
+	}
+	delete(s.byName, name)
+	kept := make([]*SensorStats, 0, len(s.sensors)-1) // a scrape may hold the old slice
+	for _, x := range s.sensors {
+		if x != st {
+			kept = append(kept, x)
+		}
+	}
+	s.sensors = kept
+}
+
+// Series returns the counters of a quantity of the sensor, adding it if it
+// is new.
 func (st *SensorStats) Series(quantity string) *SeriesStats {
-	se := &SeriesStats{quantity: quantity}
 	st.mu.Lock()
+	defer st.mu.Unlock()
+	for _, se := range st.series {
+		if se.quantity == quantity {
+			return se
+		}
+	}
+	se := &SeriesStats{quantity: quantity}
 	st.series = append(st.series, se)
-	st.mu.Unlock()
 	return se
 }
+
+// SetStaleAfter makes the sensor down when its last success is older than
+// d (a push sensor's stale_after); 0 turns that off.
+func (st *SensorStats) SetStaleAfter(d time.Duration) { st.staleAfter.Store(int64(d)) }
 
 // Succeeded records a successful read at unixNano.
 func (st *SensorStats) Succeeded(unixNano int64) {
@@ -84,8 +123,15 @@ func (st *SensorStats) Failed() {
 	st.up.Store(false)
 }
 
-// Up reports whether the last read succeeded.
-func (st *SensorStats) Up() bool { return st.up.Load() }
+// Up reports whether the last read succeeded, and for a push sensor whether
+// it was heard within its stale_after.
+func (st *SensorStats) Up() bool {
+	if !st.up.Load() {
+		return false
+	}
+	stale := st.staleAfter.Load()
+	return stale == 0 || time.Now().UnixNano()-st.lastSuccess.Load() < stale
+}
 
 // LastSuccess is the Unix time in nanoseconds of the last successful read.
 func (st *SensorStats) LastSuccess() int64 { return st.lastSuccess.Load() }
@@ -185,7 +231,7 @@ func (s *SensorSet) WriteText(w io.Writer) error {
 				case 1:
 					v = float64(st.ReadErrors.Load())
 				case 2:
-					if st.up.Load() {
+					if st.Up() {
 						v = 1
 					}
 				case 3:

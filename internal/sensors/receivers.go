@@ -143,10 +143,16 @@ func (rs *Receivers) stop(s *shared) {
 	s.cancel()
 }
 
+// HoldGrace is how long after a Hold is released a receiver that no sensor
+// uses is kept for a sensor to join: the sensors a reload starts join in
+// their own Run, a moment later.
+const HoldGrace = 2 * time.Second
+
 // Hold keeps receivers running while sensors leave and join them, until the
-// returned release is called; then those that no sensor joined again stop.
-// A reload holds the registry while it replaces sensors, so that a receiver
-// whose sensors are changed does not stop and start again.
+// returned release is called and HoldGrace more; then those that no sensor
+// joined again stop. A reload holds the registry while it replaces sensors,
+// so that a receiver whose sensors are changed does not stop and start
+// again.
 func (rs *Receivers) Hold() (release func()) {
 	rs.mu.Lock()
 	rs.holds++
@@ -154,17 +160,19 @@ func (rs *Receivers) Hold() (release func()) {
 	var once sync.Once
 	return func() {
 		once.Do(func() {
-			rs.mu.Lock()
-			defer rs.mu.Unlock()
-			rs.holds--
-			if rs.holds > 0 {
-				return
-			}
-			for _, s := range rs.running {
-				if s.refs == 0 {
-					rs.stop(s)
+			time.AfterFunc(HoldGrace, func() {
+				rs.mu.Lock()
+				defer rs.mu.Unlock()
+				rs.holds--
+				if rs.holds > 0 {
+					return
 				}
-			}
+				for _, s := range rs.running {
+					if s.refs == 0 {
+						rs.stop(s)
+					}
+				}
+			})
 		})
 	}
 }
