@@ -101,19 +101,24 @@ fi
 # ha.py talks MQTT with paho and renders templates with Jinja2:
 #   ha.py retained PORT FILTER            print {topic: payload} of the retained messages
 #   ha.py check PORT GW                   check the configs and render each template against a reading
-#   ha.py live PORT FILTER OUT            append every live (not retained) message's topic to OUT
+#   ha.py live PORT FILTER OUT            append "subscribed", then every live (not retained) message's topic, to OUT
 cat >"$tmp/ha.py" <<'EOF'
-import json, re, sys, time
+import json, re, sys, threading, time
 import jinja2
 import paho.mqtt.client as mqtt
 
 def collect(port, filt, seconds, keep):
-    got = {}
+    """What arrives on filt within seconds of the SUBACK (retained
+    messages come right after it), by topic: the last payload."""
+    got, subscribed = {}, threading.Event()
     c = mqtt.Client(client_id="", clean_session=True)
     c.on_connect = lambda cl, u, f, rc: cl.subscribe(filt, 1)
+    c.on_subscribe = lambda cl, u, mid, q: subscribed.set()
     c.on_message = lambda cl, u, m: got.__setitem__(m.topic, m.payload.decode()) if keep(m) else None
     c.connect("127.0.0.1", port)
     c.loop_start()
+    if not subscribed.wait(10):
+        raise SystemExit(f"no SUBACK for {filt} within 10 s")
     time.sleep(seconds)
     c.loop_stop()
     c.disconnect()
@@ -173,6 +178,7 @@ def live(port, filt, out):
     with open(out, "a", buffering=1) as f:
         c = mqtt.Client(client_id="", clean_session=True)
         c.on_connect = lambda cl, u, fl, rc: cl.subscribe(filt, 1)
+        c.on_subscribe = lambda cl, u, mid, q: f.write("subscribed\n")
         c.on_message = lambda cl, u, m: None if m.retain else f.write(m.topic + "\n")
         c.connect("127.0.0.1", port)
         c.loop_forever()
@@ -290,7 +296,8 @@ fi
 "$py" "$tmp/ha.py" live "$mqtt_port" "homeassistant/+/$gw/+/config" "$tmp/live.out" &
 live_pid=$!
 started_pids+=("$live_pid")
-sleep 0.5 # the subscriber subscribes (its retained deliveries are not counted)
+subscribed() { grep -qx subscribed "$tmp/live.out" 2>/dev/null; }
+wait_for 10 subscribed || die "the live subscriber did not subscribe"
 mosquitto_pub -p "$mqtt_port" -q 1 -t homeassistant/status -m online
 all_live() {
 	local t
