@@ -110,7 +110,15 @@ func (a *App) haDiagnostics() homeassistant.Diagnostics {
 // subscribes the status topic of a new prefix. homeassistant.discovery
 // itself needs a restart (keepRunning).
 func (a *App) reloadHomeAssistant(cfg *config.Config) {
-	if a.ha != nil {
-		a.ha.Reload(haConfig(cfg, a.version))
+	if a.ha == nil {
+		return
 	}
+	// A file that turns discovery off is checked without its rules, but
+	// discovery stays on until the restart.
+	if !homeassistant.ValidID(cfg.Gateway.ID) {
+		a.log.Error("home assistant discovery not reloaded: the new gateway.id cannot be used in its discovery topics; keeping the running one",
+			"gateway", cfg.Gateway.ID)
+		return
+	}
+	a.ha.Reload(haConfig(cfg, a.version))
 }
