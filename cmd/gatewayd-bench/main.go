@@ -18,7 +18,7 @@
 //
 // Usage:
 //
-//	gatewayd-bench [flags] [throughput|idle|scale|reconnect|startup|all]...
+//	gatewayd-bench [flags] [throughput|idle|scale|reconnect|startup|wear|all]...
 //
 // Flags come before the scenario names. -short runs every scenario for a few
 // seconds (CI); it exits non-zero when a part fails, not when a goal is
@@ -42,7 +42,7 @@ import (
 )
 
 // scenarios in the order "all" runs them.
-var allScenarios = []string{"throughput", "idle", "scale", "reconnect", "startup"}
+var allScenarios = []string{"throughput", "idle", "scale", "reconnect", "startup", "wear"}
 
 type options struct {
 	sensors    int
@@ -167,6 +167,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			err = b.reconnect()
 		case "startup":
 			err = b.startup()
+		case "wear":
+			err = b.wear()
 		}
 		if err != nil {
 			b.fail(sc, err)

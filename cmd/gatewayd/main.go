@@ -76,7 +76,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	logs := logging.New(stderr, cfg.Log)
 	logger := logs.Logger()
 	if *once {
-		return readOnce(cfg, logger, stdout)
+		return readOnce(cfg, logger, stdout, stderr)
 	}
 	if err := runDaemon(cfg, logs, *path); err != nil {
 		logger.Error("gatewayd stopped", "err", err)
@@ -88,7 +88,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 // readOnce is -once: read every sensor (wait for a push sensor's first
 // transmission, up to gateway.OnceWait), print, exit 1 if any failed or was
 // not heard.
-func readOnce(cfg *config.Config, logger *slog.Logger, stdout io.Writer) int {
+func readOnce(cfg *config.Config, logger *slog.Logger, stdout, stderr io.Writer) int {
 	m := metrics.New(version)
 	q := spool.NewMemory(cfg.Buffer.MaxMessages, int64(cfg.Buffer.MaxBytes), 1)
 	p, err := gateway.NewPoller(cfg, q, m, logger, metrics.NewLiveness(time.Minute))
@@ -96,7 +96,10 @@ func readOnce(cfg *config.Config, logger *slog.Logger, stdout io.Writer) int {
 		logger.Error("cannot set up the sensors", "err", err)
 		return exitRuntime
 	}
-	if err := p.ReadOnce(context.Background(), stdout, gateway.OnceWait); err != nil {
+	listed := listBLE(cfg, logger, stderr)
+	err = p.ReadOnce(context.Background(), stdout, gateway.OnceWait)
+	listed()
+	if err != nil {
 		for _, line := range strings.Split(err.Error(), "\n") {
 			logger.Error("gatewayd -once", "err", line)
 		}

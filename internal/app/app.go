@@ -76,6 +76,7 @@ func New(cfg *config.Config, log *slog.Logger, version string) (_ *App, err erro
 		Logger:      log.With("component", "buffer"),
 		OnDiskError: func(error) { m.BufferDiskErrors.Inc() },
 		OnCorrupt:   func(string) { m.BufferCorrupt.Inc() },
+		OnCommit:    m.BufferDiskCommits.Inc,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("buffer: %w", err)

@@ -25,6 +25,8 @@ sensors:
     deadband: {temperature: 0.1}
     heartbeat: 10m
   - {name: pump, type: modbus, url: "tcp://127.0.0.1:502", model: xy-md02}
+  - {name: garden, type: rtl433, model: Acurite-Tower, id: 3456, stale_after: 20m}
+  - {name: bedroom, type: ble, address: "A4:C1:38:12:34:56"}
 `), os.LookupEnv)
 	if err != nil {
 		t.Fatal(err)
@@ -44,5 +46,12 @@ sensors:
 	}
 	if pump.Model != "modbus xy-md02" {
 		t.Errorf("pump: %+v", pump)
+	}
+	// Push sensors: expire after their stale_after (default 15m).
+	if g := h.Sensors[3]; g.Model != "rtl433 Acurite-Tower" || g.Expire != 20*time.Minute {
+		t.Errorf("garden: %+v", g)
+	}
+	if bd := h.Sensors[4]; bd.Model != "ble A4:C1:38:12:34:56" || bd.Expire != 15*time.Minute {
+		t.Errorf("bedroom: %+v", bd)
 	}
 }

@@ -84,7 +84,7 @@ func (a *App) reload(ctx context.Context, next *config.Config) error {
 	ch := plan.Changes
 	a.log.Info("config reloaded", "file", n.File, "sensors", len(n.Sensors),
 		"added", strings.Join(ch.Added, ","), "removed", strings.Join(ch.Removed, ","), "changed", strings.Join(ch.Changed, ","),
-		"reconnect", brokerChanged(cur, &n))
+		"broker_changed", brokerChanged(cur, &n))
 	return nil
 }
 

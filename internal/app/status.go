@@ -62,16 +62,26 @@ func (a *App) Status() metrics.Status {
 		st.Healthy, st.HealthError = false, err.Error()
 	}
 
+	// The connection itself says whether it is open and where it goes; the
+	// watcher only remembers since when and why the last one was lost, so a
+	// snapshot taken right after a connect is never "connected" to no URL.
+	conn, _ := a.Session.Current()
 	w := &a.connWatch
 	w.mu.Lock()
 	b := metrics.BrokerStatus{
-		Connected: a.Session.Connected(),
 		URL:       w.url,
 		Protocol:  w.proto,
 		Since:     w.since,
 		LastError: w.lastErr,
 	}
+	if conn != w.conn {
+		b.Since = now // the watcher has not seen this change yet
+	}
 	w.mu.Unlock()
+	if conn != nil {
+		b.Connected = a.Session.Connected()
+		b.URL, b.Protocol = conn.URL(), conn.Protocol()
+	}
 	if b.Since.IsZero() {
 		b.Since = a.started
 	}

@@ -172,3 +172,18 @@ func TestPushSensorKeys(t *testing.T) {
 		}
 	}
 }
+
+// TestProbeFindsExecProgram: an exec sensor's program is looked up in PATH
+// by Probe, not by Parse, and the error names the file, the line and the key.
+func TestProbeFindsExecProgram(t *testing.T) {
+	t.Setenv("PATH", t.TempDir())
+	data := []byte("sensors:\n  - name: script\n    type: exec\n    command: [no-such-read-sensor]\n")
+	c, err := Parse("x.yaml", data, lookupTestEnv)
+	if err != nil {
+		t.Fatalf("Parse touched PATH: %v", err)
+	}
+	err = Probe(c)
+	if err == nil || !strings.Contains(err.Error(), `x.yaml:4: sensors[0].command: "no-such-read-sensor" not found in PATH`) {
+		t.Fatalf("Probe: %v", err)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"reflect"
 	"sync"
@@ -75,11 +76,15 @@ func NewPoller(cfg *config.Config, q spool.Queue, m *metrics.Metrics, log *slog.
 // build builds one sensor's source; it starts nothing. c stays the
 // sensor's config (the config is not changed once parsed).
 func (p *Poller) build(c *config.Sensor) (*sensor, error) {
-	src, err := c.Source.New(sensors.Env{Name: c.Name, Log: p.log.With("sensor", c.Name), Receivers: p.receivers})
+	var s *sensor
+	// A transmission a push source rejects counts as a failed read; it is
+	// called from the source's Run, which starts after s is set.
+	rejected := func(err error) { s.failed(err) }
+	src, err := c.Source.New(sensors.Env{Name: c.Name, Log: p.log.With("sensor", c.Name), Receivers: p.receivers, Rejected: rejected})
 	if err != nil {
 		return nil, fmt.Errorf("sensor %q (type %s): %w", c.Name, c.Type, err)
 	}
-	s := &sensor{cfg: c, src: src, in: p.in, stats: p.m.Sensors.Sensor(c.Name)}
+	s = &sensor{cfg: c, src: src, in: p.in, stats: p.m.Sensors.Sensor(c.Name)}
 	s.stats.SetType(c.Type)
 	s.push, _ = src.(sensors.Pusher)
 	if c.Push() != (s.push != nil) {
@@ -313,6 +318,7 @@ func (pl *Plan) Discard() {
 		if !pl.running[s.cfg.Name] {
 			pl.p.m.Sensors.Remove(s.cfg.Name)
 		}
+		s.close() // built for the plan, never run
 	}
 }
 
@@ -337,6 +343,7 @@ func (p *Poller) Apply(ctx context.Context, pl *Plan) error {
 	// Outside the loop, so that a slow source stalls no other sensor.
 	for _, s := range pl.stopped {
 		s.work.Wait()
+		s.close()
 		s.saveSeqs()
 		if !pl.named[s.cfg.Name] {
 			p.m.Sensors.Remove(s.cfg.Name)
@@ -418,6 +425,16 @@ func (sc *scheduler) stopAll() {
 	}
 	for _, s := range all {
 		s.work.Wait()
+		s.close()
+	}
+}
+
+// close closes a stopped sensor's source if it holds something (a modbus
+// sensor its share of a serial port): io.Closer, called once its last read
+// or Run is over.
+func (s *sensor) close() {
+	if c, ok := s.src.(io.Closer); ok {
+		c.Close()
 	}
 }
 

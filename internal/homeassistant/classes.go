@@ -50,7 +50,7 @@ var quantityClasses = map[string]entityClass{
 	// rather than the generic pressure class.
 	sensors.Pressure: {component: componentSensor, deviceClass: "atmospheric_pressure", unit: "hPa"},
 	// Bluetooth thermometers report their battery in %.
-	"battery": {component: componentSensor, deviceClass: "battery", unit: "%"},
+	sensors.Battery: {component: componentSensor, deviceClass: "battery", unit: "%"},
 	// rtl_433's battery_ok is 1 (fine) or 0 (low). Home Assistant's battery
 	// binary sensor is on when the battery is LOW
 	// (homeassistant/components/binary_sensor/__init__.py,

@@ -139,7 +139,7 @@ func (s *Server) Addr() string { return s.listener().Addr().String() }
 
 // Run serves until ctx ends, then shuts down within a second.
 func (s *Server) Run(ctx context.Context) error {
-	errc := s.start(s.listener())
+	errc := s.start(nil)
 	select {
 	case err := <-errc:
 		return fmt.Errorf("metrics server: %w", err)

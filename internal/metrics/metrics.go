@@ -32,6 +32,7 @@ type Metrics struct {
 	BufferDropped         prometheus.Counter
 	BufferDiskErrors      prometheus.Counter
 	BufferCorrupt         prometheus.Counter
+	BufferDiskCommits     prometheus.Counter
 	ConfigReloadOK        prometheus.Gauge
 	ConfigReloadTime      prometheus.Gauge
 	HADiscoveryMessages   prometheus.Counter
@@ -73,6 +74,7 @@ func New(version string) *Metrics {
 		BufferDropped:         f.counter("gatewayd_buffer_dropped_total", "Readings dropped because the buffer was full (oldest first)."),
 		BufferDiskErrors:      f.counter("gatewayd_buffer_disk_errors_total", "Failures of the disk buffer; after one the buffer is kept in memory."),
 		BufferCorrupt:         f.counter("gatewayd_buffer_corrupt_total", "Disk buffers found unreadable at start and moved aside."),
+		BufferDiskCommits:     f.counter("gatewayd_buffer_disk_commits_total", "Commits to the disk buffer (one write and one fdatasync each): readings unacknowledged for 1 s, seq leases, clean close."),
 		ConfigReloadOK:        f.gauge("gatewayd_config_last_reload_successful", "1 when the last reload of the config (or the start) succeeded, 0 when it failed and the daemon kept the config it had."),
 		ConfigReloadTime:      f.gauge("gatewayd_config_last_reload_success_timestamp_seconds", "Unix time of the last successful reload of the config (or of the start)."),
 		HADiscoveryMessages:   f.counter("gatewayd_homeassistant_discovery_messages_total", "Home Assistant discovery messages (configs and clearings, not readings) sent to the broker."),

@@ -34,8 +34,9 @@ func (s *Server) listener() net.Listener {
 	return s.serving.current
 }
 
-// start serves ln in a goroutine; its error comes on the returned channel
-// unless ln was retired by Rebind.
+// start serves ln (nil: the listener Listen or an early Rebind opened) in a
+// goroutine; its error comes on the returned channel unless ln was retired
+// by Rebind.
 func (s *Server) start(ln net.Listener) <-chan error {
 	sv := &s.serving
 	srv := &http.Server{
@@ -48,6 +49,9 @@ func (s *Server) start(ln net.Listener) <-chan error {
 	}
 	sv.mu.Lock()
 	defer sv.mu.Unlock()
+	if ln == nil {
+		ln = s.ln
+	}
 	if sv.errc == nil {
 		sv.errc = make(chan error, 1)
 		sv.retired = map[net.Listener]bool{}
@@ -95,6 +99,15 @@ func (s *Server) Rebind(addr string) error {
 	}
 	sv := &s.serving
 	sv.mu.Lock()
+	if sv.errc == nil {
+		// Run has not started serving yet (a reload right at start): it
+		// will serve the new listener.
+		prev := s.ln
+		s.ln = ln
+		sv.mu.Unlock()
+		prev.Close()
+		return nil
+	}
 	old := sv.current
 	oldSrv := sv.servers[old]
 	running := sv.errc != nil && oldSrv != nil
@@ -105,7 +118,7 @@ func (s *Server) Rebind(addr string) error {
 	sv.mu.Unlock()
 	if !running {
 		ln.Close()
-		return errors.New("the metrics server is not running")
+		return errors.New("the metrics server is shutting down")
 	}
 	s.start(ln)
 	go func() { // the requests in progress on the old address finish

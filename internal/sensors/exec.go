@@ -28,8 +28,8 @@ type ExecConfig struct {
 	Command []string `yaml:"command"`
 }
 
-// Validate implements Config. A program named without a path is looked up in
-// PATH now, so that a typo fails the config check rather than every read.
+// Validate implements Config. It checks the command's form only; Probe
+// looks the program up.
 func (c *ExecConfig) Validate() error {
 	if len(c.Command) == 0 || c.Command[0] == "" {
 		return Errorf("command", `is required: the program and its arguments, e.g. ["/usr/local/bin/read-sensor", "--json"]`)
@@ -39,6 +39,16 @@ func (c *ExecConfig) Validate() error {
 			return Errorf("command", "argument %d contains a NUL byte", i)
 		}
 	}
+	if p := c.Command[0]; !filepath.IsAbs(p) && strings.ContainsRune(p, '/') {
+		return Errorf("command", "%q is a relative path: give an absolute path or a program name found in PATH", p)
+	}
+	return nil
+}
+
+// Probe implements Prober: a program named without a path is looked up in
+// PATH (at -check, the start and a reload), so that a typo fails the config
+// check rather than every read.
+func (c *ExecConfig) Probe() error {
 	_, err := lookProgram(c.Command[0])
 	return err
 }

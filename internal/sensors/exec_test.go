@@ -53,7 +53,11 @@ func TestExecValidate(t *testing.T) {
 		{[]string{"/bin/echo", "a\x00b"}, "argument 1 contains a NUL byte"},
 	}
 	for _, tt := range tests {
-		err := (&ExecConfig{Command: tt.command}).Validate()
+		c := &ExecConfig{Command: tt.command}
+		err := c.Validate()
+		if err == nil {
+			err = c.Probe() // PATH is looked at by Probe, not by Validate
+		}
 		if tt.err == "" {
 			if err != nil {
 				t.Errorf("%q: unexpected error %v", tt.command, err)
@@ -64,6 +68,11 @@ func TestExecValidate(t *testing.T) {
 		if !errors.As(err, &ke) || ke.Key != "command" || !strings.Contains(err.Error(), tt.err) {
 			t.Errorf("%q: error %v, want a command error containing %q", tt.command, err, tt.err)
 		}
+	}
+
+	// Validate does not touch the system: a name not in PATH passes it.
+	if err := (&ExecConfig{Command: []string{"no-such-tool"}}).Validate(); err != nil {
+		t.Errorf("Validate looked PATH up: %v", err)
 	}
 
 	// A name is resolved once, when the source is built.

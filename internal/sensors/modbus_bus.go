@@ -7,6 +7,7 @@ import (
 	"io"
 	"log"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/simonvetter/modbus"
@@ -33,43 +34,80 @@ type modbusBus struct {
 
 	turn   chan struct{}        // holds a token while a transaction runs
 	client *modbus.ModbusClient // nil while closed; only touched holding turn
+
+	// retired is set, to the settings of its successor, when a sensor with
+	// other settings for the port took it over; predecessor is the bus this
+	// one took over (under modbusBuses' lock).
+	retired     atomic.Pointer[modbusEndpoint]
+	predecessor *modbusBus
 }
 
 // acquireModbusBus returns the bus of ep, creating it for the first sensor.
-// Sensors on one serial port must agree on its settings.
+// Sensors on one serial port must agree on its settings. A sensor built
+// with other settings than the port's bus has (a reload that changed the
+// baud rate: the old sensors are still there while the new ones are built)
+// gets a new bus, and the old one is retired: its sensors' reads fail,
+// saying why, and it closes the port. So a reload applies new settings, and
+// two sensors of one config that disagree are told so at their reads.
 func acquireModbusBus(ep modbusEndpoint, timeout time.Duration) (*modbusBus, error) {
 	modbusBuses.Lock()
 	defer modbusBuses.Unlock()
 	if b, ok := modbusBuses.m[ep.key()]; ok {
-		if b.ep != ep {
-			return nil, fmt.Errorf("%s is already used at %s by another sensor, not at %s: sensors on one port share its settings", ep.device, b.ep.settings(), ep.settings())
+		if b.ep == ep {
+			b.refs++
+			b.timeout = max(b.timeout, timeout)
+			return b, nil
 		}
-		b.refs++
-		b.timeout = max(b.timeout, timeout)
+		old := b
+		old.retired.Store(&ep)
+		go old.closeWhenIdle()
+		b = newModbusBus(ep, timeout)
+		b.predecessor = old
+		modbusBuses.m[ep.key()] = b
 		return b, nil
 	}
-	name := ep.device
-	if !ep.rtu {
-		name = "tcp://" + ep.device
-	}
-	b := &modbusBus{name: name, ep: ep, timeout: timeout, refs: 1, turn: make(chan struct{}, 1)}
+	b := newModbusBus(ep, timeout)
 	modbusBuses.m[ep.key()] = b
 	return b, nil
 }
 
+func newModbusBus(ep modbusEndpoint, timeout time.Duration) *modbusBus {
+	name := ep.device
+	if !ep.rtu {
+		name = "tcp://" + ep.device
+	}
+	return &modbusBus{name: name, ep: ep, timeout: timeout, refs: 1, turn: make(chan struct{}, 1)}
+}
+
 // release drops one sensor's use of the bus and closes it after the last.
+// (The core does not call Close of pulled sources yet; buses of sensors
+// removed by a reload then stay open until the port is reconfigured.)
 func (b *modbusBus) release() error {
 	modbusBuses.Lock()
 	b.refs--
 	last := b.refs == 0
-	if last {
+	if last && modbusBuses.m[b.ep.key()] == b {
 		delete(modbusBuses.m, b.ep.key())
+		// The sensors that took the port over are gone while those they
+		// took it from are not (a reload that failed after building them):
+		// the port is theirs again.
+		if p := b.predecessor; p != nil && p.refs > 0 {
+			p.retired.Store(nil)
+			modbusBuses.m[p.ep.key()] = p
+		}
 	}
+	b.predecessor = nil
 	modbusBuses.Unlock()
 	if !last {
 		return nil
 	}
-	b.turn <- struct{}{} // wait for a transaction in progress: it is bounded by the timeout
+	return b.closeWhenIdle()
+}
+
+// closeWhenIdle closes the port or connection once no transaction runs (a
+// transaction is bounded by its timeout).
+func (b *modbusBus) closeWhenIdle() error {
+	b.turn <- struct{}{}
 	defer func() { <-b.turn }()
 	return b.closeClient()
 }
@@ -87,6 +125,10 @@ func (b *modbusBus) do(ctx context.Context, unit uint8, fn func(*modbus.ModbusCl
 	case b.turn <- struct{}{}:
 	case <-ctx.Done():
 		return fmt.Errorf("waiting for %s, busy with another request: %w", b.name, ctx.Err())
+	}
+	if now := b.retired.Load(); now != nil {
+		<-b.turn
+		return fmt.Errorf("%s is now used at %s by another sensor, not at %s: sensors on one port share its settings", b.ep.device, now.settings(), b.ep.settings())
 	}
 	done := make(chan error, 1)
 	go func() {

@@ -9,7 +9,7 @@ type modbusModel struct {
 	registers map[string]ModbusRegister
 }
 
-func reg(addr int, table, format string, scale float64) ModbusRegister {
+func modbusReg(addr int, table, format string, scale float64) ModbusRegister {
 	return ModbusRegister{Address: &addr, Table: table, Format: format, Scale: &scale}
 }
 
@@ -21,8 +21,8 @@ var modbusModels = map[string]modbusModel{
 	// (the vendor's "Modbus RTU RS485 SHT20 Temperature Humidity
 	// Transmitter" protocol sheet).
 	"xy-md02": {registers: map[string]ModbusRegister{
-		Temperature: reg(1, "input", "int16", 0.1),
-		Humidity:    reg(2, "input", "uint16", 0.1),
+		Temperature: modbusReg(1, "input", "int16", 0.1),
+		Humidity:    modbusReg(2, "input", "uint16", 0.1),
 	}},
 	// Renke RS-WS-N01-8 (and its -EX, -2 housings), an industrial
 	// DIN-rail transmitter: holding registers 0x0000 humidity (0.1 %RH) and
@@ -34,16 +34,16 @@ var modbusModels = map[string]modbusModel{
 	// (tspi.at, "The RS-WS-N01-8 DIN rail temperature and humidity
 	// sensor", 2024), which found no other readable registers.
 	"rs-ws-n01": {registers: map[string]ModbusRegister{
-		Humidity:    reg(0, "holding", "uint16", 0.1),
-		Temperature: reg(1, "holding", "int16", 0.1),
+		Humidity:    modbusReg(0, "holding", "uint16", 0.1),
+		Temperature: modbusReg(1, "holding", "int16", 0.1),
 	}},
 	// L-com SRTH100 series RS-485 temperature/humidity sensors: holding
 	// registers 0x0000 temperature (two's complement, 0.1 °C) and 0x0001
 	// humidity (0.1 %RH). Default 9600 8N1, address 1. Source: the L-com
 	// SRTH100-2001 user manual, "MODBUS Hold Register Address".
 	"srth100": {registers: map[string]ModbusRegister{
-		Temperature: reg(0, "holding", "int16", 0.1),
-		Humidity:    reg(1, "holding", "uint16", 0.1),
+		Temperature: modbusReg(0, "holding", "int16", 0.1),
+		Humidity:    modbusReg(1, "holding", "uint16", 0.1),
 	}},
 	// KinCony's SHT30 RS-485 transmitter also gives its readings as 32-bit
 	// floats: input registers 0x0002-0x0003 temperature (°C) and
@@ -53,7 +53,7 @@ var modbusModels = map[string]modbusModel{
 	// product page "RS485 Temperature and Humidity Sensor Modbus RTU Use By
 	// SHT30", section "modbus protocol".
 	"kincony-sht30": {registers: map[string]ModbusRegister{
-		Temperature: reg(2, "input", "float32", 1),
-		Humidity:    reg(4, "input", "float32", 1),
+		Temperature: modbusReg(2, "input", "float32", 1),
+		Humidity:    modbusReg(4, "input", "float32", 1),
 	}},
 }

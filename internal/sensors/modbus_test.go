@@ -346,25 +346,48 @@ func TestModbusTCPRefused(t *testing.T) {
 	}
 }
 
-// Sensors on one serial port must agree on its settings; a sensor's Close
-// frees the port for others.
+// Sensors on one port must agree on its settings. One built with other
+// settings (a reload that changed them, or a config whose sensors
+// disagree) takes the port over: the older sensors' reads fail, saying
+// why. A sensor's Close frees the port.
 func TestModbusBusSharing(t *testing.T) {
-	a := newModbus(t, &ModbusConfig{URL: "rtu:///dev/ttyTEST9?baud=9600", Model: "xy-md02"})
-	b := newModbus(t, &ModbusConfig{URL: "rtu:///dev/ttyTEST9?baud=9600", UnitID: intp(2), Model: "xy-md02"})
+	h := newSlaveHandler()
+	h.input[1] = map[uint16]uint16{1: 215, 2: 456}
+	addr := startTCPSlave(t, h)
+	a := newModbus(t, &ModbusConfig{URL: "tcp://" + addr, Model: "xy-md02"})
+	b := newModbus(t, &ModbusConfig{URL: "tcp://" + addr, UnitID: intp(2), Model: "xy-md02"})
 	if a.bus != b.bus {
+		t.Fatal("two sensors on one endpoint got two buses")
+	}
+	got, err := readWithin(t, a, 5*time.Second)
+	checkRead(t, got, err, []Reading{{Quantity: Temperature, Value: 21.5}, {Quantity: Humidity, Value: 45.6}}, "")
+
+	r1 := newModbus(t, &ModbusConfig{URL: "rtu:///dev/ttyTEST9?baud=9600", Model: "xy-md02"})
+	r2 := newModbus(t, &ModbusConfig{URL: "rtu:///dev/ttyTEST9?baud=9600", UnitID: intp(2), Model: "xy-md02"})
+	if r1.bus != r2.bus {
 		t.Fatal("two sensors on one port got two buses")
 	}
-	cfg := &ModbusConfig{URL: "rtu:///dev/ttyTEST9?baud=4800", UnitID: intp(3), Model: "xy-md02"}
-	if _, err := cfg.New(Env{Name: "c"}); err == nil || !strings.Contains(err.Error(), "/dev/ttyTEST9 is already used at 9600 8N1 by another sensor, not at 4800 8N1") {
-		t.Fatalf("New with other settings: %v", err)
+	r3 := newModbus(t, &ModbusConfig{URL: "rtu:///dev/ttyTEST9?baud=4800", UnitID: intp(3), Model: "xy-md02"})
+	if r3.bus == r1.bus {
+		t.Fatal("a sensor with other settings got the old bus")
 	}
-	a.Close()
-	b.Close()
-	c, err := cfg.New(Env{Name: "c"})
-	if err != nil {
-		t.Fatalf("after both closed: %v", err)
+	_, err = readWithin(t, r1, 5*time.Second)
+	checkRead(t, nil, err, nil, "/dev/ttyTEST9 is now used at 4800 8N1 by another sensor, not at 9600 8N1")
+	_, err = readWithin(t, r3, 5*time.Second)
+	checkRead(t, nil, err, nil, "opening /dev/ttyTEST9") // the port is not there, but the bus is r3's
+	// r3 goes (a reload that failed after building it): the port is the
+	// old sensors' again.
+	r3.Close()
+	_, err = readWithin(t, r1, 5*time.Second)
+	checkRead(t, nil, err, nil, "opening /dev/ttyTEST9")
+	r1.Close()
+	r2.Close()
+	modbusBuses.Lock()
+	n := len(modbusBuses.m)
+	modbusBuses.Unlock()
+	if n != 1 { // the TCP one of a and b
+		t.Errorf("%d buses left open after their sensors closed, want 1", n)
 	}
-	c.(*Modbus).Close()
 }
 
 // The bus runs one transaction at a time, and a read waiting for its turn

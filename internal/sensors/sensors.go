@@ -120,6 +120,11 @@ type Env struct {
 	// Receivers lets push sensors share one receiver (one rtl_433 child
 	// per command, one BLE scan); see Join.
 	Receivers *Receivers
+	// Rejected counts, as a failed read, a transmission of the sensor's own
+	// device that its Pusher heard but must not use (a frame whose MIC does
+	// not match its key, a replayed counter); Run goes on. Call it from
+	// Run's goroutine only, like emit. Nil where nothing counts them.
+	Rejected func(err error)
 }
 
 // KeyError is a validation error of one key of a source's config.
@@ -186,6 +191,7 @@ const (
 	Temperature = "temperature"
 	Humidity    = "humidity"
 	Pressure    = "pressure"
+	Battery     = "battery" // charge of a wireless sensor's battery
 )
 
 type quantityInfo struct {
@@ -197,6 +203,7 @@ var quantities = map[string]quantityInfo{
 	Temperature: {unit: "°C", min: -273.15, max: 2000},
 	Humidity:    {unit: "%", min: 0, max: 100},
 	Pressure:    {unit: "hPa", min: 0, max: 20000},
+	Battery:     {unit: "%", min: 0, max: 100},
 }
 
 // Unit returns the unit a quantity is published in ("" when unknown).

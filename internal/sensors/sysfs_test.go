@@ -110,7 +110,7 @@ func checkRead(t *testing.T, got []Reading, err error, want []Reading, wantErr s
 }
 
 func TestTypesRegistered(t *testing.T) {
-	for _, typ := range []string{"exec", "hwmon", "iio", "modbus", "simulated", "w1"} {
+	for _, typ := range []string{"exec", "hwmon", "iio", "modbus", "rtl433", "simulated", "w1"} {
 		cfg, ok := NewConfig(typ)
 		if !ok {
 			t.Fatalf("type %s not registered (have %v)", typ, Types())

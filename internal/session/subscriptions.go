@@ -180,12 +180,14 @@ func (s *Session) subscribe(c *Conn, id string, add []Filter, done map[string]by
 	for i, f := range add {
 		done[f.Topic] = f.QoS
 		if code := codes[i]; code >= 0x80 {
-			s.m.MQTTSubscribeFailures.WithLabelValues(f.Topic).Inc()
 			attrs := []any{"subscription", f.Topic}
 			if c.protocol == 5 {
 				attrs = append(attrs, "reason", ReasonName(code))
 			}
+			// Logged before it is counted: whoever sees the count finds
+			// the line.
 			s.log.Error("the broker refused a subscription", attrs...)
+			s.m.MQTTSubscribeFailures.WithLabelValues(f.Topic).Inc()
 			continue
 		}
 		ok = append(ok, f.Topic)

@@ -1,253 +1,395 @@
 package spool
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
+	"slices"
 	"time"
-
-	bolt "go.etcd.io/bbolt"
 )
 
-// flusherBufs are reused from commit to commit by the flusher goroutine.
+// flusherBufs are reused from commit to commit by the flusher.
 type flusherBufs struct {
-	batch []Record
-	dels  []uint64
-	seqs  map[string]uint64
-	keys  []byte
-	enc   []byte
+	recs   []Record
+	leases []leaseEntry
+	acked  []uint64
+	check  []leaseEntry // for a checkpoint
+	batch  []byte       // the frames of a commit
+	spans  []frameSpan
 }
 
-// run is the flusher: one commit every interval, or sooner when kicked;
-// a last one when Close asks. It stops for good when the disk fails.
+// run is the flusher: it sleeps until something is due (a lease, records
+// unacknowledged for SpillAfter, the state of a draining backlog), commits
+// it, and commits everything at Close.
 func (d *Disk) run() {
 	defer close(d.done)
-	t := time.NewTicker(d.interval)
-	defer t.Stop()
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
 	for {
-		select {
-		case <-d.quit:
-			durable, err := d.flush()
-			if err != nil {
-				err = fmt.Errorf("buffer.dir %s: last commit failed, %d records were only in memory: %w",
-					d.dir, d.Len(), err)
-			} else if durable {
-				if err = guard(func() error { return d.db.Update(endRun) }); err != nil {
-					err = fmt.Errorf("buffer.dir %s: marking a clean close: %w", d.dir, err)
-				}
-			}
-			d.closeErr = errors.Join(err, d.closeDB())
-			return
-		case <-t.C:
-		case <-d.kick:
+		d.mu.Lock()
+		wait := d.due()
+		d.wakeAt = math.MaxInt64
+		if wait >= 0 {
+			d.wakeAt = d.clock() + int64(wait)
 		}
-		if durable, _ := d.flush(); !durable {
-			_ = d.closeDB() // the spool is in memory now; the error was reported
-			return
-		}
-	}
-}
-
-func (d *Disk) closeDB() error {
-	if err := guard(d.db.Close); err != nil {
-		return fmt.Errorf("closing %s: %w", d.db.Path(), err)
-	}
-	return nil
-}
-
-// flush commits the appends, acks, drops and seqs gathered until now,
-// in one transaction unless a burst needs slices. It reports whether the
-// spool is still on disk, and the error that made it fall back if one of
-// its commits did.
-func (d *Disk) flush() (durable bool, err error) {
-	d.flushMu.Lock() // tests call flush too
-	defer d.flushMu.Unlock()
-	d.mu.Lock()
-	target := d.nextID
-	d.mu.Unlock()
-	for {
-		durable, done, err := d.flushSlice(target)
-		if !durable || done {
-			return durable, err
-		}
-	}
-}
-
-// flushSlice commits up to maxBatch records and whatever else is pending.
-// It reports whether records below target are all committed now.
-func (d *Disk) flushSlice(target uint64) (durable, done bool, err error) {
-	d.mu.Lock()
-	if d.fallback != nil {
 		d.mu.Unlock()
-		return false, true, nil
-	}
-	start, below := d.diskNext, d.head
-	f := &d.fl
-	n, size := 0, int64(0)
-	for ; n < d.mem.len(); n++ {
-		e := d.mem.at(n)
-		if e.rec.ID < below || e.acked {
+		if wait == 0 {
+			d.flush(due)
 			continue
 		}
-		if len(f.batch) == maxBatch || size >= maxBatchBytes {
-			break // the rest goes in the next slice
+		if wait > 0 {
+			timer.Reset(wait)
+		} else {
+			timer.Stop()
 		}
-		e.written = true
-		f.batch = append(f.batch, e.rec)
-		size += e.rec.Size()
+		select {
+		case <-d.quit:
+			d.finish()
+			return
+		case <-d.kick:
+		case <-timer.C:
+		}
 	}
-	end := start + uint64(n)
-	for id := range d.acked {
-		f.dels = append(f.dels, id)
+}
+
+// due is how long until the flusher has work: 0 now, < 0 none; d.mu is
+// held.
+func (d *Disk) due() time.Duration {
+	if d.wantLease && d.leasesOK {
+		return 0
 	}
-	seqs := d.dirty
-	d.dirty, f.seqs = f.seqs, seqs
-	d.ops = 0
-	dropBelow := uint64(0) // keys below it go; 0: none are on disk
-	if d.diskLow < min(below, start) {
-		dropBelow = below
+	if !d.durable {
+		return -1
 	}
-	if len(f.batch) == 0 && len(f.dels) == 0 && len(seqs) == 0 && dropBelow == 0 {
-		d.committed(start, end, below, nil) // nothing to write
-		d.mu.Unlock()
-		return true, end >= target, nil
+	now := d.clock()
+	wait := time.Duration(-1)
+	at := func(t int64) {
+		if w := time.Duration(max(0, t-now)); wait < 0 || w < wait {
+			wait = w
+		}
+	}
+	if d.memBytes >= earlyBytes {
+		return 0
+	}
+	for i := range d.mem.len() {
+		if e := d.mem.at(i); !e.acked && !e.written {
+			at(e.at + int64(d.spillAfter))
+			break
+		}
+	}
+	if d.stateDirty {
+		if len(d.frames) == 0 {
+			return 0 // the backlog is gone: say so, and free its segments
+		}
+		at(d.stateAt.Add(stateEvery).Sub(d.epoch).Nanoseconds())
+	}
+	return wait
+}
+
+// dropSegments deletes the oldest segments once no frame with live
+// records is in them; d.mu and flushMu are held (readers use the files
+// under d.mu, commits append to the list of segments under flushMu).
+func (d *Disk) dropSegments() {
+	for len(d.w.segs) > 1 {
+		s := d.w.segs[0]
+		for len(d.frames) > 0 && d.frames[0].live == 0 {
+			d.frames = d.frames[1:]
+		}
+		if len(d.frames) > 0 && d.frames[0].seg == s {
+			return
+		}
+		for i := range d.cache {
+			if d.cache[i].seg == s {
+				d.cache[i] = decoded{}
+			}
+		}
+		if err := d.w.drop(); err != nil {
+			d.log.Warn("deleting a used buffer segment failed", "path", s.path, "err", err)
+		}
+	}
+}
+
+// What a flush commits.
+type flushKind int
+
+const (
+	due   flushKind = iota // what is due: leases, records SpillAfter old, the state
+	all                    // also every record waiting in memory (for tests)
+	final                  // all, and the exact seqs with the clean-close mark
+)
+
+// flush commits what kind says, in slices when a burst needs them.
+func (d *Disk) flush(kind flushKind) error {
+	d.flushMu.Lock() // tests call flush too
+	defer d.flushMu.Unlock()
+	var first error
+	for {
+		more, err := d.commit(kind)
+		if first == nil {
+			first = err
+		}
+		if !more {
+			return first
+		}
+	}
+}
+
+// commit appends what is due to the log with one write and one
+// fdatasync: the records waiting in memory (when the oldest is due, or
+// for kind all and final), in frames of at most maxBatch records and
+// maxBatchBytes; the leases due; the state of the committed records; and
+// on the final commit the exact seqs with the clean-close mark. It reports
+// whether another commit should follow right away (more than earlyBytes
+// of records waited).
+func (d *Disk) commit(kind flushKind) (more bool, err error) {
+	f := &d.fl
+	d.mu.Lock()
+	now := d.clock()
+	// The records: all that wait in memory, once the oldest is due.
+	f.recs = f.recs[:0]
+	n, size, sliced := 0, int64(0), false
+	if d.durable && (kind != due || d.recordsDue(now)) {
+		for ; n < d.mem.len(); n++ {
+			e := d.mem.at(n)
+			if e.acked {
+				continue
+			}
+			if size >= earlyBytes {
+				sliced = true
+				break
+			}
+			e.written = true
+			f.recs = append(f.recs, e.rec)
+			size += e.rec.Size()
+			d.memBytes -= e.rec.Size()
+		}
+	}
+	last := kind == final && !sliced
+	end := d.memStart + uint64(n)
+	f.leases = d.renewals(f.leases[:0])
+	if last {
+		f.leases = d.allLeases(f.leases[:0], true)
+	}
+	withState := d.stateDirty || last
+	f.acked = f.acked[:0]
+	head := d.head
+	if withState {
+		for id := range d.acked {
+			f.acked = append(f.acked, id)
+		}
+		slices.Sort(f.acked)
+		d.stateDirty = false
+	}
+	var checkpoint []byte
+	if len(d.w.segs) == 0 || d.w.active().size >= segTarget {
+		var cw frameWriter
+		cw.reset()
+		cw.state(head, f.acked)
+		f.check = d.allLeases(f.check[:0], false)
+		cw.leases(f.check)
+		checkpoint = cw.finish()
 	}
 	d.mu.Unlock()
 
-	err = d.commit(f.batch, f.dels, dropBelow, end, seqs)
-	clear(f.batch) // let go of the payloads
-	f.batch = f.batch[:0]
-	if cap(f.batch) > flushOps { // a burst; do not keep its buffers
-		f.batch, f.keys, f.enc = nil, nil, nil
+	// The frames; leases, state and the close mark go in the last.
+	w := &d.fw
+	f.batch, f.spans = f.batch[:0], f.spans[:0]
+	for i := 0; ; {
+		w.reset()
+		j, sz := i, int64(0)
+		for ; j < len(f.recs) && j-i < maxBatch && sz < maxBatchBytes; j++ {
+			w.record(&f.recs[j])
+			sz += f.recs[j].Size()
+		}
+		if j == len(f.recs) {
+			w.leases(f.leases)
+			if withState {
+				w.state(head, f.acked)
+			}
+			if last {
+				w.closed()
+			}
+		}
+		if !w.empty() {
+			off := len(f.batch)
+			f.batch = w.appendTo(f.batch)
+			f.spans = append(f.spans, frameSpan{off: off, n: len(f.batch) - off, from: i, to: j})
+		}
+		if i = j; i == len(f.recs) {
+			break
+		}
 	}
-	clear(seqs)
+	if checkpoint != nil {
+		err = d.w.roll(checkpoint)
+	}
+	if err == nil && len(f.batch) > 0 {
+		err = d.w.append(f.batch)
+	}
 
 	d.mu.Lock()
 	defer d.unlock()
-	dels := f.dels
-	f.dels = f.dels[:0]
-	if d.fallback != nil {
-		return false, true, nil
-	}
-	if err != nil {
-		d.fallBack(err)
-		return false, true, err
-	}
-	d.committed(start, end, below, dels)
-	return true, end >= target, nil
-}
-
-// commit writes one transaction. bbolt wants keys and values to stay valid
-// until the transaction ends, hence the growing shared buffers.
-func (d *Disk) commit(batch []Record, dels []uint64, dropBelow, next uint64, seqs map[string]uint64) error {
-	f := &d.fl
-	f.keys, f.enc = f.keys[:0], f.enc[:0]
-	key := func(id uint64) []byte {
-		f.keys = binary.BigEndian.AppendUint64(f.keys, id)
-		return f.keys[len(f.keys)-8:]
-	}
-	err := guard(func() error {
-		return d.db.Update(func(tx *bolt.Tx) error {
-			b, mb, sb := tx.Bucket(bucketRecords), tx.Bucket(bucketMeta), tx.Bucket(bucketSeqs)
-			b.FillPercent = 0.9 // keys only ever grow at the right edge
-			for _, id := range dels {
-				if err := b.Delete(key(id)); err != nil {
-					return err
-				}
-			}
-			c := b.Cursor()
-			for k, _ := c.First(); k != nil && binary.BigEndian.Uint64(k) < dropBelow; k, _ = c.First() {
-				if err := c.Delete(); err != nil {
-					return err
-				}
-			}
-			for i := range batch {
-				n := len(f.enc)
-				f.enc = encodeRecord(f.enc, &batch[i])
-				if err := b.Put(key(batch[i].ID), f.enc[n:]); err != nil {
-					return err
-				}
-			}
-			for k, v := range seqs {
-				if err := sb.Put([]byte(k), binary.BigEndian.AppendUint64(nil, v)); err != nil {
-					return err
-				}
-			}
-			return mb.Put(keyNextID, key(next))
-		})
-	})
-	if err != nil {
-		return fmt.Errorf("committing to %s: %w", d.db.Path(), err)
-	}
-	return nil
-}
-
-// committed records that IDs [start, end) went through a commit; d.mu is
-// held. Records acked meanwhile are on disk now and must go with the next
-// commit; live ones join the head cache when it reached this far.
-func (d *Disk) committed(start, end, below uint64, dels []uint64) {
-	d.compactCache() // the deleted may be cached; they must go first
-	for _, id := range dels {
-		delete(d.acked, id)
-	}
-	d.diskLow = max(d.diskLow, below)
-	extend := max(d.cacheEnd, d.head) >= start
-	if extend {
-		d.cacheEnd = end
-	}
-	n := int(end - start)
-	for i := range n {
-		e := d.mem.at(i)
-		switch {
-		case !e.written || e.rec.ID < d.head:
-		case e.acked:
-			d.acked[e.rec.ID] = struct{}{}
-		case extend && len(d.cache) < d.cacheMax:
-			d.cache = append(d.cache, headEntry{id: e.rec.ID, time: e.rec.Time, size: e.rec.Size()})
-		case extend:
-			d.cacheEnd, extend = e.rec.ID, false
+	if err == nil && (len(f.batch) > 0 || checkpoint != nil) {
+		if d.onCommit != nil {
+			d.after = append(d.after, d.onCommit)
+		}
+		if withState {
+			d.stateAt = d.epoch.Add(time.Duration(now))
+		}
+		d.committed(end)
+		d.leased(f.leases)
+		d.dropSegments()
+		select {
+		case d.notify <- struct{}{}: // the gate may have opened
+		default:
 		}
 	}
-	d.mem.pop(n)
-	d.diskNext = end
+	clear(f.recs) // let go of the payloads
+	if cap(f.batch) > 4*maxBatchBytes || cap(f.recs) > 4*maxBatch || cap(w.raw) > 2*maxBatchBytes {
+		f.batch, f.recs, w.raw = nil, nil, nil // a burst: do not keep its buffers
+	}
+	if err != nil {
+		return d.failed(err, end, withState), err
+	}
+	return sliced, nil
 }
 
-// fallBack moves everything held into a Memory spool that serves from now
-// on, after the disk failed with cause; d.mu is held. It returns the
-// records the bounds dropped on the way (none unless over).
-func (d *Disk) fallBack(cause error) int {
-	d.log.Error("buffer disk failed; keeping the buffer in memory from now on", "dir", d.dir, "err", cause)
-	m := NewMemory(d.maxMsgs, d.maxBytes, d.nextID)
-	m.notify = d.notify // readers already wait on this channel
-	dropped := 0
-	if d.head < d.diskNext {
-		err := d.eachLive(d.head, func(id uint64, v []byte) (bool, error) {
-			rv, err := parseRecord(v)
-			if err != nil {
-				d.log.Error("buffer record unreadable; lost", "id", id, "err", err)
-				return true, nil
-			}
-			r := rv.record()
-			dropped += m.adopt(&r)
-			return true, nil
-		})
-		if err != nil {
-			d.log.Error("reading the buffer back from disk failed", "dir", d.dir, "err", err)
-		}
+// frameSpan is one frame of a commit: where it is in the batch written,
+// and which of the commit's records it holds.
+type frameSpan struct {
+	off, n   int
+	from, to int
+}
+
+// recordsDue reports whether the records waiting in memory should be
+// committed now; d.mu is held.
+func (d *Disk) recordsDue(now int64) bool {
+	if d.memBytes >= earlyBytes {
+		return true
 	}
 	for i := range d.mem.len() {
-		if e := d.mem.at(i); e.rec.ID >= d.head && !e.acked {
-			dropped += m.adopt(&e.rec)
+		if e := d.mem.at(i); !e.acked && !e.written {
+			return now >= e.at+int64(d.spillAfter)
 		}
 	}
-	m.resume(d.nextID, d.seqs)
-	if lost := d.live - dropped - m.Len(); lost > 0 {
-		d.log.Error("buffer records lost with the disk", "dir", d.dir, "lost", lost)
+	return false
+}
+
+// committed records that the records of the commit just appended (its
+// frames in d.fl.spans, IDs up to end) are on disk; d.mu is held. Those
+// acked meanwhile are on disk now and go with the next state entry; the
+// others are live in their frames.
+func (d *Disk) committed(end uint64) {
+	f := &d.fl
+	s := d.w.active()
+	base := s.size - int64(len(f.batch))
+	for _, sp := range f.spans {
+		if sp.to == sp.from {
+			continue
+		}
+		fr := frameRef{seg: s, off: base + int64(sp.off), n: sp.n, first: f.recs[sp.from].ID, last: f.recs[sp.to-1].ID}
+		for id := max(fr.first, d.memStart); id <= fr.last; id++ {
+			e := d.mem.at(int(id - d.memStart))
+			switch {
+			case !e.written:
+			case e.acked:
+				if id >= d.head {
+					d.acked[id] = struct{}{}
+					d.stateDirty = true
+				}
+			default:
+				d.written++
+				fr.live++
+				fr.bytes += e.rec.Size()
+			}
+		}
+		if fr.live > 0 {
+			d.frames = append(d.frames, fr)
+		}
 	}
-	d.fallback = m
-	d.mem, d.cache, d.acked = pending{}, nil, nil
+	if end > d.memStart {
+		d.mem.pop(int(end - d.memStart))
+		d.memStart = end
+	}
+	d.front() // acked entries may lead mem now
+}
+
+// failed handles a commit that failed; d.mu is held. The first failure
+// stops the writing of records (they stay in memory) and the commit is
+// tried again without them; a failure to write leases after that stops
+// the gate: readings keep flowing, with seqs that no lease covers. It
+// reports whether to commit again.
+func (d *Disk) failed(err error, end uint64, withState bool) bool {
+	for id := d.memStart; id < end; id++ {
+		if e := d.mem.at(int(id - d.memStart)); e.written {
+			e.written = false
+			if !e.acked {
+				d.memBytes += e.rec.Size()
+			}
+		}
+	}
+	if withState {
+		d.stateDirty = true
+	}
+	for _, l := range d.leases {
+		if l.asked != 0 {
+			l.asked, l.want = 0, true
+			d.wantLease = true
+		}
+	}
+	if d.durable {
+		d.fallBack(err)
+		return d.wantLease
+	}
+	if d.leasesOK {
+		d.leasesOK = false
+		d.log.Error("buffer disk cannot take the seq leases either; seqs are published without them, and after the next start they may repeat numbers of this run",
+			"dir", d.dir, "err", err)
+		if cb := d.onDiskError; cb != nil {
+			d.after = append(d.after, func() { cb(err) })
+		}
+		d.advanceGate()
+		select {
+		case d.notify <- struct{}{}:
+		default:
+		}
+	}
+	return false
+}
+
+// fallBack stops the writing of records after the disk failed with cause;
+// d.mu is held. New records stay in memory; those on disk are still read
+// from there; leases are still written while the disk takes them.
+func (d *Disk) fallBack(cause error) {
+	if !d.durable {
+		return
+	}
+	d.durable = false
+	d.log.Error("buffer disk failed; keeping new readings in memory from now on", "dir", d.dir, "err", cause)
 	if cb := d.onDiskError; cb != nil {
 		d.after = append(d.after, func() { cb(cause) })
 	}
-	return dropped
+}
+
+// finish is the last commit, at Close; the spool is an empty memory spool
+// after it.
+func (d *Disk) finish() {
+	d.mu.Lock()
+	durable := d.durable
+	d.mu.Unlock()
+	err := d.flush(final)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	switch {
+	case err != nil && durable:
+		err = fmt.Errorf("buffer.dir %s: last commit failed, %d records were only in memory: %w", d.dir, d.live, err)
+	case err != nil:
+		err = fmt.Errorf("buffer.dir %s: writing the exact seqs at close: %w", d.dir, err)
+	}
+	d.closeErr = errors.Join(err, d.w.close())
+	d.unlockDir()
+	d.durable, d.leasesOK, d.closed = false, false, true
+	d.frames, d.acked, d.cache = nil, map[uint64]struct{}{}, [cacheFrames]decoded{}
+	d.mem = pending{}
+	d.head, d.memStart, d.live, d.bytes, d.memBytes = d.nextID, d.nextID, 0, 0, 0
+	d.gate = noGate
 }

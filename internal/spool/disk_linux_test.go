@@ -1,24 +1,24 @@
 package spool
 
 import (
-	"bytes"
+	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
-	"time"
 )
 
-// fileTrap captures the file bbolt opens so that a test can make its
-// writes fail: a full disk cannot be produced safely in a unit test, so
-// the descriptor is replaced by a read-only one of the same file, and
+// fileTrap captures the last segment file opened so that a test can make
+// its writes fail: a full disk cannot be produced safely in a unit test,
+// so the descriptor is replaced by a read-only one of the same file, and
 // every write then fails while reads go on working.
 type fileTrap struct {
-	mu sync.Mutex
-	f  *os.File
+	mu    sync.Mutex
+	f     *os.File
+	saved int // a duplicate of the writable descriptor
 }
 
 func (ft *fileTrap) open(name string, flag int, perm os.FileMode) (*os.File, error) {
@@ -33,28 +33,42 @@ func (ft *fileTrap) failWrites(t *testing.T) {
 	t.Helper()
 	ft.mu.Lock()
 	defer ft.mu.Unlock()
-	ro, err := os.Open(ft.f.Name())
+	ro, err := os.Open(fmt.Sprintf("/proc/self/fd/%d", ft.f.Fd())) // the file may have been renamed
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ro.Close()
+	if ft.saved, err = syscall.Dup(int(ft.f.Fd())); err != nil {
+		t.Fatal(err)
+	}
 	if err := syscall.Dup3(int(ro.Fd()), int(ft.f.Fd()), syscall.O_CLOEXEC); err != nil {
 		t.Fatal(err)
 	}
 }
 
-// TestDiskWriteFailureFallsBack: when a commit fails the spool keeps every
-// record (committed, acked out of order, pending) in memory, reports it
-// once and goes on working.
+// heal makes writes work again.
+func (ft *fileTrap) heal(t *testing.T) {
+	t.Helper()
+	ft.mu.Lock()
+	defer ft.mu.Unlock()
+	if err := syscall.Dup3(ft.saved, int(ft.f.Fd()), syscall.O_CLOEXEC); err != nil {
+		t.Fatal(err)
+	}
+	syscall.Close(ft.saved)
+}
+
+// TestDiskWriteFailureFallsBack: when the disk takes no more writes, the
+// spool keeps every record (committed, acked out of order, in memory),
+// reports the failure of the records and then of the leases, and goes on
+// working: readings keep flowing, ungated.
 func TestDiskWriteFailureFallsBack(t *testing.T) {
 	var trap fileTrap
 	var logs logBuffer
 	diskErrs := make(chan error, 10)
 	d := openTestDisk(t, Options{
-		SyncInterval: 5 * time.Millisecond,
-		Logger:       logs.logger(),
-		OnDiskError:  func(err error) { diskErrs <- err },
-		openFile:     trap.open,
+		Logger:      logs.logger(),
+		OnDiskError: func(err error) { diskErrs <- err },
+		openFile:    trap.open,
 	})
 	var want []Record
 	for i := 1; i <= 100; i++ {
@@ -63,30 +77,38 @@ func TestDiskWriteFailureFallsBack(t *testing.T) {
 		want = append(want, *r)
 	}
 	d.Ack(1) // never written
-	waitFor(t, "the commit", func() bool { return committedNext(d) == 101 })
+	commitNow(t, d)
 	for id := uint64(3); id <= 9; id += 2 {
 		d.Ack(id)
 	}
-	waitFor(t, "the deletes", func() bool {
-		d.mu.Lock()
-		defer d.mu.Unlock()
-		return len(d.acked) == 0
-	})
+	commitNow(t, d) // the state: 3, 5, 7 and 9 are gone
 	trap.failWrites(t)
-	d.Ack(20) // to be deleted by the commit that fails
+	d.Ack(20)
 	d.Ack(22)
 	for i := 101; i <= 150; i++ {
 		r := rec(i)
 		d.Append(r)
 		want = append(want, *r)
 	}
-	waitFor(t, "the fall back to memory", func() bool { return !d.Durable() })
-
-	if err := <-diskErrs; !strings.Contains(err.Error(), "bad file descriptor") {
-		t.Errorf("OnDiskError(%v)", err)
+	if err := d.flush(all); err == nil || d.Durable() {
+		t.Fatalf("commit of the records: %v, durable %v", err, d.Durable())
 	}
-	if l := logs.String(); !strings.Contains(l, `"level":"ERROR"`) || !strings.Contains(l, "bad file descriptor") {
-		t.Errorf("log: %s", l)
+	// A new series needs a lease: that commit fails too, and its reading
+	// is published without one.
+	r := &Record{Topic: "t", Payload: []byte("x"), QoS: 1, Time: 150, SeqKey: "new/q", Seq: 1}
+	d.Append(r)
+	want = append(want, *r)
+	waitFor(t, "both failures", func() bool { return len(diskErrs) == 2 })
+	for range 2 {
+		if err := <-diskErrs; !strings.Contains(err.Error(), "bad file descriptor") {
+			t.Errorf("OnDiskError(%v)", err)
+		}
+	}
+	l := logs.String()
+	for _, msg := range []string{"buffer disk failed; keeping new readings in memory", "cannot take the seq leases either"} {
+		if !strings.Contains(l, msg) {
+			t.Errorf("log has no %q: %s", msg, l)
+		}
 	}
 	for _, id := range []int{1, 3, 5, 7, 9, 20, 22} {
 		want[id-1].ID = 0 // acked
@@ -95,19 +117,23 @@ func TestDiskWriteFailureFallsBack(t *testing.T) {
 	if got := d.Peek(0, make([]Record, 0, 200)); !sameRecords(got, want) {
 		t.Fatalf("after the fall back: %d records %v\nwant %d", len(got), got, len(want))
 	}
-	if d.Len() != 143 || d.Bytes() != sizeOf(want) {
+	if d.Len() != 144 || d.Bytes() != sizeOf(want) {
 		t.Fatalf("len %d bytes %d", d.Len(), d.Bytes())
 	}
-	r := rec(151)
+	r = rec(152)
 	d.Append(r)
-	if r.ID != 151 || !d.Ack(2) || d.Ack(3) || d.Seqs()["s/q"] != 151 {
+	if r.ID != 152 || !d.Ack(2) || d.Ack(3) || d.Seqs()["s/q"] != 152 {
 		t.Fatalf("memory spool: ID %d seqs %v", r.ID, d.Seqs())
+	}
+	if got := d.Peek(149, make([]Record, 0, 10)); len(got) != 3 {
+		t.Fatalf("peek after 149: %v", got)
 	}
 	select {
 	case err := <-diskErrs:
-		t.Fatalf("second OnDiskError(%v)", err)
+		t.Fatalf("third OnDiskError(%v)", err)
 	default:
 	}
+	trap.heal(t) // the exact seqs are written at close where the disk allows it
 }
 
 func deleteAcked(recs []Record) []Record {
@@ -120,35 +146,88 @@ func deleteAcked(recs []Record) []Record {
 	return out
 }
 
-// TestDiskRotAtRunTime damages a committed record in the file under a
-// running spool: Peek must not crash; the spool falls back to memory and
-// loses only the damaged record.
+// TestDiskFallbackKeepsSeqs: after a commit failed and the records stay in
+// memory, the leases are still written: a crash then continues above every
+// seq published, and a clean close continues exactly.
+func TestDiskFallbackKeepsSeqs(t *testing.T) {
+	var fails atomic.Int32
+	dir := t.TempDir()
+	diskErrs := make(chan error, 10)
+	d := openTestDisk(t, Options{Dir: dir,
+		OnDiskError: func(err error) { diskErrs <- err },
+		appendFail: func() error {
+			if fails.Add(-1) >= 0 {
+				return errors.New("injected")
+			}
+			return nil
+		},
+	})
+	for i := 1; i <= 10; i++ {
+		d.Append(rec(i))
+	}
+	commitNow(t, d)
+	fails.Store(1)
+	for i := 11; i <= 20; i++ {
+		d.Append(rec(i))
+	}
+	d.flush(all) // fails, unless the flusher's lease commit took the failure
+	waitFor(t, "the fall back, and the leases after it", func() bool { return !d.Durable() && maxPeekedSeq(d) == 20 })
+	for i := 21; i <= 30; i++ {
+		d.Append(rec(i))
+	}
+	settle(t, d)
+	if got := maxPeekedSeq(d); got != 30 {
+		t.Fatalf("published up to %d", got)
+	}
+	if len(diskErrs) != 1 {
+		t.Fatalf("%d disk errors", len(diskErrs))
+	}
+	crashed := openTestDisk(t, Options{Dir: copyStore(t, d)})
+	if got := crashed.Seqs()["s/q"]; got < 30 {
+		t.Fatalf("after a crash that followed the fall back, seqs continue after %d: 30 was published", got)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	clean := openTestDisk(t, Options{Dir: dir})
+	if got := clean.Seqs()["s/q"]; got != 30 {
+		t.Fatalf("after a clean close that followed the fall back, seqs continue after %d, want 30", got)
+	}
+	wantPeek(t, clean, 0, 20, "[1 2 3 4 5 6 7 8 9 10]") // the others were in memory only
+}
+
+// TestDiskRotAtRunTime damages a committed frame in the file under a
+// running spool: Peek must not crash; the spool stops writing records and
+// loses only the damaged frame's records.
 func TestDiskRotAtRunTime(t *testing.T) {
 	diskErrs := make(chan error, 10)
 	d := openTestDisk(t, Options{OnDiskError: func(err error) { diskErrs <- err }})
-	for i := 1; i <= 20; i++ {
+	for i := 1; i <= 40; i++ {
 		d.Append(&Record{Topic: "t", Payload: []byte(fmt.Sprintf("reading-%03d", i))})
+		if i == 20 || i == 40 {
+			commitNow(t, d)
+		}
 	}
-	commitNow(t, d)
-	path := filepath.Join(d.dir, dbFile)
-	data, err := os.ReadFile(path)
+	d.mu.Lock()
+	d.cache = [cacheFrames]decoded{} // as if the frame was last read long ago
+	f := d.frames[0]
+	d.mu.Unlock()
+	if f.first != 1 || f.last != 20 {
+		t.Fatalf("first frame holds %d..%d", f.first, f.last)
+	}
+	file, err := os.OpenFile(f.seg.path, os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	at := bytes.Index(data, []byte("reading-007"))
-	f, err := os.OpenFile(path, os.O_WRONLY, 0)
-	if err != nil || at < 0 {
-		t.Fatal(at, err)
-	}
-	_, err = f.WriteAt([]byte("X"), int64(at)) // the map is shared: bbolt sees it
-	f.Close()
+	_, err = file.WriteAt([]byte("XX"), f.off+int64(f.n)/2)
+	file.Close()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := fmt.Sprint(peekIDs(d, 0, 30)); got != "[1 2 3 4 5 6 8 9 10 11 12 13 14 15 16 17 18 19 20]" {
+	if got := fmt.Sprint(peekIDs(d, 0, 30)); got != "[21 22 23 24 25 26 27 28 29 30 31 32 33 34 35 36 37 38 39 40]" {
 		t.Fatalf("peek = %s", got)
 	}
-	if d.Durable() || len(diskErrs) != 1 || d.Len() != 19 {
+	if d.Durable() || len(diskErrs) != 1 || d.Len() != 20 {
 		t.Fatalf("durable %v, %d disk errors, len %d", d.Durable(), len(diskErrs), d.Len())
 	}
 }

@@ -1,23 +1,26 @@
 package spool
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"time"
-
-	bolt "go.etcd.io/bbolt"
-	berrors "go.etcd.io/bbolt/errors"
 )
 
-const dbFile = "buffer.db"
+const (
+	lockFile = "buffer.lock"
+	// legacyFile is the bbolt store of gatewayd before the log: not read,
+	// moved aside like an unreadable store.
+	legacyFile = "buffer.db"
+)
 
-// openDisk opens (or creates) the store in opts.Dir and starts its
-// flusher. A store that cannot be read is moved aside and replaced by an
-// empty one; a store locked by another process is an error.
+// openDisk opens (or creates) the log in opts.Dir and starts its flusher.
+// A log that cannot be read is moved aside and replaced by an empty one; a
+// directory locked by another process is an error.
 func openDisk(opts Options) (*Disk, error) {
 	log := opts.logger()
 	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
@@ -26,36 +29,55 @@ func openDisk(opts Options) (*Disk, error) {
 	if err := probeWritable(opts.Dir); err != nil {
 		return nil, fmt.Errorf("buffer.dir %s is not writable: %w", opts.Dir, err)
 	}
-	path := filepath.Join(opts.Dir, dbFile)
-	cacheMax := max(opts.headCache, 1)
-	if opts.headCache == 0 {
-		cacheMax = defaultHeadCache
-	}
-	db, st, err := openStore(path, opts, cacheMax)
-	switch {
-	case errors.Is(err, berrors.ErrTimeout):
+	unlock, err := lockDir(filepath.Join(opts.Dir, lockFile))
+	if errors.Is(err, errInUse) {
 		return nil, fmt.Errorf("buffer.dir %s is in use by another gatewayd", opts.Dir)
-	case errors.Is(err, fs.ErrPermission):
-		return nil, fmt.Errorf("buffer.dir %s: %w", opts.Dir, err)
-	case err != nil:
-		movedTo, merr := moveAside(path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("buffer.dir %s: locking: %w", opts.Dir, err)
+	}
+	corrupt := func(moved []string, cause error) {
+		log.Error("buffer store unreadable; moved aside, starting with an empty one",
+			"dir", opts.Dir, "moved_to", moved[0], "err", cause)
+		if opts.OnCorrupt != nil {
+			opts.OnCorrupt(moved[0])
+		}
+	}
+	legacy := filepath.Join(opts.Dir, legacyFile)
+	if _, err := os.Lstat(legacy); err == nil {
+		to, err := moveAside(legacy)
+		if err != nil {
+			unlock()
+			return nil, fmt.Errorf("buffer.dir %s: moving %s aside: %w", opts.Dir, legacyFile, err)
+		}
+		corrupt([]string{to}, fmt.Errorf("%s is not a log of this gatewayd (an earlier one kept its buffer in bbolt)", legacyFile))
+	}
+	w := &wal{dir: opts.Dir, openFile: opts.openFile, failHook: opts.appendFail, syncDir: func() error { return syncDir(opts.Dir) }}
+	if w.openFile == nil {
+		w.openFile = os.OpenFile
+	}
+	st, err := replayLog(w, log)
+	var bad *corruptError
+	if errors.As(err, &bad) {
+		moved, merr := moveSegmentsAside(w)
 		if merr != nil {
+			unlock()
 			return nil, fmt.Errorf("buffer.dir %s: store unreadable (%v) and not moved aside: %w", opts.Dir, err, merr)
 		}
-		log.Error("buffer store unreadable; moved aside, starting with an empty one",
-			"dir", opts.Dir, "moved_to", movedTo, "err", err)
-		if opts.OnCorrupt != nil {
-			opts.OnCorrupt(movedTo)
-		}
-		if db, st, err = openStore(path, opts, cacheMax); err != nil {
-			return nil, fmt.Errorf("buffer.dir %s: creating a new store: %w", opts.Dir, err)
-		}
+		corrupt(moved, err)
+		st, err = replayLog(w, log)
 	}
-	d := newDisk(db, st, opts, cacheMax)
-	log.Info("buffer store opened", "dir", opts.Dir, "records", st.live, "bytes", st.bytes)
-	if st.crashed && len(st.seqs) > 0 {
-		log.Warn("the last run did not shut down cleanly; seq numbers jump ahead so that subscribers see a gap where readings may be lost",
-			"skip", SeqSkipAfterCrash)
+	if err != nil {
+		w.close()
+		unlock()
+		return nil, fmt.Errorf("buffer.dir %s: %w", opts.Dir, err)
+	}
+	d := newDisk(w, st, opts)
+	d.unlockDir = unlock
+	log.Info("buffer store opened", "dir", opts.Dir, "records", d.live, "bytes", d.bytes, "segments", len(w.segs))
+	if st.crashed {
+		log.Warn("the last run did not shut down cleanly; seq numbers continue above their leases, so subscribers see a gap where readings may have been lost",
+			"lease", d.leaseFor.String(), "series", len(st.leases))
 	}
 	go d.run()
 	return d, nil
@@ -70,7 +92,7 @@ func probeWritable(dir string) error {
 	return os.Remove(f.Name())
 }
 
-// moveAside renames a corrupt store to buffer.db.corrupt-<UTC time>.
+// moveAside renames a corrupt file to <name>.corrupt-<UTC time>.
 func moveAside(path string) (string, error) {
 	base := path + ".corrupt-" + time.Now().UTC().Format("20060102T150405Z")
 	to := base
@@ -83,215 +105,193 @@ func moveAside(path string) (string, error) {
 	return to, os.Rename(path, to)
 }
 
-// storeState is what openStore learnt from the records on disk.
-type storeState struct {
-	crashed       bool // the last run did not close the store
-	nextID, first uint64
-	live          int
-	bytes         int64
-	seqs          map[string]uint64
-	cache         []headEntry // the oldest records, cap cacheMax
-	cacheEnd      uint64
+// moveSegmentsAside moves every segment of an unreadable log aside.
+func moveSegmentsAside(w *wal) ([]string, error) {
+	w.close()
+	nums, err := listSegments(w.dir)
+	if err != nil {
+		return nil, err
+	}
+	var moved []string
+	for _, n := range nums {
+		to, err := moveAside(filepath.Join(w.dir, segName(n)))
+		if err != nil {
+			return moved, err
+		}
+		moved = append(moved, to)
+	}
+	return moved, nil
 }
 
-// openStore opens the bbolt file, reads and checks all of it and creates
-// the buckets. Any error but a lock timeout or a permission problem means
-// the file is unusable.
-func openStore(path string, opts Options, cacheMax int) (db *bolt.DB, st storeState, err error) {
-	err = guard(func() (err error) {
-		db, err = bolt.Open(path, 0o600, &bolt.Options{
-			Timeout:      time.Second,
-			FreelistType: bolt.FreelistMapType,
-			OpenFile:     opts.openFile,
-		})
-		return err
-	})
-	if err != nil {
-		return nil, st, err
-	}
-	st, err = scan(db, cacheMax)
-	if err == nil {
-		err = check(db)
-	}
-	if err == nil {
-		err = guard(func() error { return db.Update(func(tx *bolt.Tx) error { return startRun(tx, &st) }) })
-	}
-	if err != nil {
-		_ = guard(db.Close)
-		return nil, st, err
-	}
-	return db, st, nil
+var errInUse = errors.New("in use by another process")
+
+// corruptError is a log that cannot be read: damage before its last frame.
+type corruptError struct{ err error }
+
+func (e *corruptError) Error() string { return e.err.Error() }
+func (e *corruptError) Unwrap() error { return e.err }
+
+// logState is what replaying the log found.
+type logState struct {
+	crashed bool // the last run did not close the log
+	head    uint64
+	nextID  uint64
+	acked   map[uint64]struct{}
+	leases  map[string]uint64
+	frames  []frameRef
+	live    int
+	bytes   int64
 }
 
-// scan counts the records, decoding every one, and reads the meta data.
-// Reading every page here, in this goroutine and under guard, also means
-// that tx.Check (whose goroutine cannot be guarded) finds them readable.
-func scan(db *bolt.DB, cacheMax int) (st storeState, err error) {
-	st = storeState{nextID: 1, seqs: map[string]uint64{}, cache: make([]headEntry, 0, cacheMax)}
-	info, err := os.Stat(db.Path())
+// replayLog opens every segment and reads every frame, in order. A frame
+// cut short or failing its checksum at the end of the last segment is a
+// commit that a crash interrupted: it is cut off. Damage anywhere else is
+// a corruptError.
+func replayLog(w *wal, log *slog.Logger) (logState, error) {
+	st := logState{acked: map[uint64]struct{}{}, leases: map[string]uint64{}}
+	nums, err := listSegments(w.dir)
 	if err != nil {
 		return st, err
 	}
-	err = guard(func() error {
-		return db.View(func(tx *bolt.Tx) error {
-			if tx.Size() > info.Size() {
-				return fmt.Errorf("file is %d bytes, its pages need %d", info.Size(), tx.Size())
+	type idSize struct {
+		id   uint64
+		size int64
+	}
+	var recs [][]idSize // per frame in st.frames
+	var lastID uint64
+	closed := false
+	for i, num := range nums {
+		s := &segment{num: num, path: filepath.Join(w.dir, segName(num))}
+		if s.f, err = w.openFile(s.path, os.O_RDWR, 0); err != nil {
+			return st, err
+		}
+		w.segs = append(w.segs, s)
+		bad, why, err := scanSegment(s.f, func(fa frameAt) error {
+			c, err := decodeFrame(fa.frame[frameHeader:])
+			if err != nil {
+				return &corruptError{fmt.Errorf("%s at %d: %w", s.path, fa.off, err)}
 			}
-			if v := bucketGet(tx, bucketMeta, keyNextID); v != nil {
-				if len(v) != 8 {
-					return fmt.Errorf("next ID %x malformed", v)
+			if len(c.recs) > 0 {
+				f := frameRef{seg: s, off: fa.off, n: len(fa.frame), first: c.recs[0].ID, last: c.recs[len(c.recs)-1].ID}
+				if f.first <= lastID {
+					return &corruptError{fmt.Errorf("%s at %d: record %d follows %d", s.path, fa.off, f.first, lastID)}
 				}
-				st.nextID = max(st.nextID, binary.BigEndian.Uint64(v))
+				lastID = f.last
+				ids := make([]idSize, len(c.recs))
+				for j := range c.recs {
+					r := &c.recs[j]
+					ids[j] = idSize{r.ID, r.Size()}
+					if r.SeqKey != "" && r.Seq > st.leases[r.SeqKey] {
+						st.leases[r.SeqKey] = r.Seq // no seq on disk is ever given again
+					}
+				}
+				st.frames = append(st.frames, f)
+				recs = append(recs, ids)
 			}
-			st.crashed = bucketGet(tx, bucketMeta, keyRunning) != nil
-			if err := scanSeqs(tx, st.seqs); err != nil {
-				return err
-			}
-			return scanRecords(tx, &st)
-		})
-	})
-	if st.cacheEnd == 0 {
-		st.cacheEnd = st.nextID
-	}
-	return st, err
-}
-
-func bucketGet(tx *bolt.Tx, bucket, key []byte) []byte {
-	if b := tx.Bucket(bucket); b != nil {
-		return b.Get(key)
-	}
-	return nil
-}
-
-func scanSeqs(tx *bolt.Tx, seqs map[string]uint64) error {
-	b := tx.Bucket(bucketSeqs)
-	if b == nil {
-		return nil
-	}
-	return b.ForEach(func(k, v []byte) error {
-		if len(v) != 8 {
-			return fmt.Errorf("seq of %q malformed: %x", k, v)
-		}
-		seqs[string(k)] = binary.BigEndian.Uint64(v)
-		return nil
-	})
-}
-
-func scanRecords(tx *bolt.Tx, st *storeState) error {
-	b := tx.Bucket(bucketRecords)
-	if b == nil {
-		return nil
-	}
-	c := b.Cursor()
-	for k, v := c.First(); k != nil; k, v = c.Next() {
-		id, err := keyID(k)
-		if err != nil {
-			return err
-		}
-		rv, err := parseRecord(v)
-		if err != nil {
-			return fmt.Errorf("record %d: %w", id, err)
-		}
-		if rv.id != id {
-			return fmt.Errorf("record %d stored under key %d", rv.id, id)
-		}
-		if st.live == 0 {
-			st.first = id
-		}
-		st.live++
-		st.bytes += rv.size()
-		st.nextID = max(st.nextID, id+1)
-		if len(st.cache) < cap(st.cache) {
-			st.cache = append(st.cache, headEntry{id: id, time: rv.time, size: rv.size()})
-		} else if st.cacheEnd == 0 {
-			st.cacheEnd = id
-		}
-	}
-	return nil
-}
-
-// check runs bbolt's consistency check; it reports the first problem.
-func check(db *bolt.DB) error {
-	return guard(func() error {
-		return db.View(func(tx *bolt.Tx) error {
-			var first error
-			for err := range tx.Check() {
-				if first == nil {
-					first = err
+			if c.hasState {
+				st.head = c.head
+				clear(st.acked)
+				for _, id := range c.acked {
+					st.acked[id] = struct{}{}
 				}
 			}
-			return first
+			for _, l := range c.leases {
+				st.leases[l.key] = l.seq
+			}
+			closed = c.closed
+			return nil
 		})
-	})
-}
-
-// startRun creates the buckets and marks the store as in use, in the one
-// transaction that opening commits. After a crash it also moves every seq
-// ahead by SeqSkipAfterCrash, on disk too, so that a second crash before
-// the next commit cannot reuse the same numbers.
-func startRun(tx *bolt.Tx, st *storeState) error {
-	if err := createBuckets(tx); err != nil {
-		return err
-	}
-	if st.crashed {
-		sb := tx.Bucket(bucketSeqs)
-		for k, v := range st.seqs {
-			st.seqs[k] = v + SeqSkipAfterCrash
-			if err := sb.Put([]byte(k), binary.BigEndian.AppendUint64(nil, st.seqs[k])); err != nil {
-				return err
+		if err != nil {
+			return st, err
+		}
+		s.size = bad
+		if bad < 0 {
+			info, err := s.f.Stat()
+			if err != nil {
+				return st, err
+			}
+			s.size = info.Size()
+		} else if i < len(nums)-1 || bad == 0 {
+			return st, &corruptError{fmt.Errorf("%s at %d: %w", s.path, bad, why)}
+		} else {
+			info, _ := s.f.Stat()
+			log.Warn("buffer log ends in a commit a crash interrupted; cut off", "path", s.path, "at", bad, "bytes", info.Size()-bad, "why", why)
+			if err := s.f.Truncate(bad); err != nil {
+				return st, err
 			}
 		}
 	}
-	return tx.Bucket(bucketMeta).Put(keyRunning, []byte{1})
-}
-
-func createBuckets(tx *bolt.Tx) error {
-	for _, name := range [][]byte{bucketRecords, bucketMeta, bucketSeqs} {
-		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
-			return fmt.Errorf("creating bucket %s: %w", name, err)
+	st.crashed = len(nums) > 0 && !closed && len(st.leases) > 0
+	st.nextID = max(1, st.head, lastID+1)
+	// What is live: at or above head, and not acked.
+	kept := st.frames[:0]
+	for i, f := range st.frames {
+		for _, r := range recs[i] {
+			if _, gone := st.acked[r.id]; !gone && r.id >= st.head {
+				f.live++
+				f.bytes += r.size
+			}
+		}
+		if f.live > 0 {
+			kept = append(kept, f)
+			st.live += f.live
+			st.bytes += f.bytes
 		}
 	}
-	return nil
+	st.frames = kept
+	for id := range st.acked {
+		if id < st.head {
+			delete(st.acked, id)
+		}
+	}
+	return st, nil
 }
 
-// endRun marks a clean close: the seqs on disk are exact again.
-func endRun(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Delete(keyRunning) }
-
-// newDisk builds the spool from what openStore found.
-func newDisk(db *bolt.DB, st storeState, opts Options, cacheMax int) *Disk {
-	interval := opts.SyncInterval
-	if interval <= 0 {
-		interval = defaultSyncInterval
+// newDisk builds the spool from what replayLog found.
+func newDisk(w *wal, st logState, opts Options) *Disk {
+	spill := opts.SpillAfter
+	if spill <= 0 {
+		spill = DefaultSpillAfter
 	}
-	head := st.nextID
-	if st.live > 0 {
-		head = st.first
+	leaseFor := opts.seqLease
+	if leaseFor <= 0 {
+		leaseFor = SeqLease
 	}
-	return &Disk{
+	d := &Disk{
 		nextID:      st.nextID,
-		head:        head,
-		diskNext:    st.nextID,
+		head:        st.head,
+		memStart:    st.nextID,
 		live:        st.live,
 		bytes:       st.bytes,
-		seqs:        st.seqs,
-		dirty:       map[string]uint64{},
-		acked:       map[uint64]struct{}{},
-		diskLow:     head,
-		cache:       st.cache,
-		cacheBuf:    st.cache[:cap(st.cache)],
-		cacheEnd:    st.cacheEnd,
-		db:          db,
+		frames:      st.frames,
+		acked:       st.acked,
+		seqs:        make(map[string]uint64, len(st.leases)),
+		leases:      make(map[string]*lease, len(st.leases)),
+		gate:        noGate,
+		wakeAt:      math.MaxInt64,
+		durable:     true,
+		leasesOK:    true,
+		w:           w,
 		dir:         opts.Dir,
 		log:         opts.logger(),
 		onDiskError: opts.OnDiskError,
+		onCommit:    opts.OnCommit,
 		maxMsgs:     opts.MaxMessages,
 		maxBytes:    opts.MaxBytes,
-		interval:    interval,
-		cacheMax:    cacheMax,
+		spillAfter:  spill,
+		leaseFor:    leaseFor,
+		renewAhead:  time.Duration(float64(leaseFor) * float64(renewAhead) / float64(SeqLease)),
+		epoch:       time.Now(),
 		notify:      make(chan struct{}, 1),
 		kick:        make(chan struct{}, 1),
 		quit:        make(chan struct{}),
 		done:        make(chan struct{}),
-		fl:          flusherBufs{seqs: map[string]uint64{}},
 	}
+	for k, v := range st.leases {
+		d.seqs[k] = v
+		d.leases[k] = &lease{durable: v}
+	}
+	d.stateAt = d.epoch
+	d.front()
+	return d
 }

@@ -9,14 +9,14 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
-
-	bolt "go.etcd.io/bbolt"
 )
 
-// openTestDisk opens a durable spool that commits only when the test says
-// so (commitNow) or when flushOps operations have gathered.
+// openTestDisk opens a durable spool that commits records only when the
+// test says so (commitNow) or when earlyBytes of them wait; leases are
+// committed as they fall due, by the flusher or by settle.
 func openTestDisk(t testing.TB, opts Options) *Disk {
 	t.Helper()
 	if opts.Dir == "" {
@@ -28,8 +28,8 @@ func openTestDisk(t testing.TB, opts Options) *Disk {
 	if opts.MaxBytes == 0 {
 		opts.MaxBytes = 1 << 40
 	}
-	if opts.SyncInterval == 0 {
-		opts.SyncInterval = time.Hour
+	if opts.SpillAfter == 0 {
+		opts.SpillAfter = time.Hour
 	}
 	q, err := Open(opts)
 	if err != nil {
@@ -44,10 +44,20 @@ func openTestDisk(t testing.TB, opts Options) *Disk {
 	return d
 }
 
+// commitNow commits every record waiting in memory, and what is due.
 func commitNow(t testing.TB, d *Disk) {
 	t.Helper()
-	if durable, err := d.flush(); !durable || err != nil {
-		t.Fatalf("commit: durable %v, err %v", durable, err)
+	if err := d.flush(all); err != nil || !d.Durable() {
+		t.Fatalf("commit: durable %v, err %v", d.Durable(), err)
+	}
+}
+
+// settle commits what is due (the leases of the seqs appended), so that
+// Peek sees every record.
+func settle(t testing.TB, d *Disk) {
+	t.Helper()
+	if err := d.flush(due); err != nil {
+		t.Fatalf("commit: %v", err)
 	}
 }
 
@@ -55,7 +65,7 @@ func commitNow(t testing.TB, d *Disk) {
 func committedNext(d *Disk) uint64 {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.diskNext
+	return d.memStart
 }
 
 // waitFor polls cond until it holds, failing the test after a deadline.
@@ -125,8 +135,8 @@ func TestDiskReopenKeepsEverything(t *testing.T) {
 	}
 	r := rec(13)
 	d.Append(r)
-	if r.ID != 13 {
-		t.Fatalf("next ID %d, want 13", r.ID)
+	if r.ID != 11 { // above every ID on disk
+		t.Fatalf("next ID %d, want 11", r.ID)
 	}
 }
 
@@ -137,48 +147,64 @@ func TestDiskAckedBeforeCommitIsNeverWritten(t *testing.T) {
 		d.Ack(uint64(i))
 	}
 	commitNow(t, d)
-	if n := keysOnDisk(t, d); n != 0 {
+	if n := recordsInLog(t, d.dir); n != 0 {
 		t.Fatalf("%d records on disk, want 0", n)
 	}
 }
 
-func keysOnDisk(t *testing.T, d *Disk) int {
+// recordsInLog counts the records written to the log in dir.
+func recordsInLog(t *testing.T, dir string) int {
 	t.Helper()
-	n := 0
-	err := d.view(func(b *bolt.Bucket) error {
-		n = b.Stats().KeyN
-		return nil
-	})
+	nums, err := listSegments(dir)
 	if err != nil {
 		t.Fatal(err)
+	}
+	n := 0
+	for _, num := range nums {
+		f, err := os.Open(filepath.Join(dir, segName(num)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, why, err := scanSegment(f, func(fa frameAt) error {
+			c, err := decodeFrame(fa.frame[frameHeader:])
+			n += len(c.recs)
+			return err
+		})
+		f.Close()
+		if why != nil || err != nil {
+			t.Fatalf("%s: %v %v", f.Name(), why, err)
+		}
 	}
 	return n
 }
 
 func TestDiskCommitsEarlyWhenManyPending(t *testing.T) {
-	d := openTestDisk(t, Options{}) // an hour between timed commits
-	for i := 1; i <= flushOps; i++ {
-		d.Append(rec(i))
+	d := openTestDisk(t, Options{}) // an hour before records are due
+	payload := bytes.Repeat([]byte("p"), 1000)
+	for i := 1; i <= earlyBytes/1000; i++ {
+		d.Append(&Record{Topic: "t", Payload: payload})
 	}
 	waitFor(t, "a commit", func() bool { return committedNext(d) > 1 })
 }
 
-// TestDiskCrashCopy copies the file of a spool that was never closed, as
-// a crash leaves it: what the flusher committed survives.
+// TestDiskCrashCopy copies the log of a spool that was never closed, as a
+// crash leaves it: what was committed survives, and no seq that Peek gave
+// out is given again.
 func TestDiskCrashCopy(t *testing.T) {
-	t.Run("timed commit", func(t *testing.T) {
-		d := openTestDisk(t, Options{SyncInterval: 20 * time.Millisecond})
+	t.Run("records due", func(t *testing.T) {
+		d := openTestDisk(t, Options{SpillAfter: 20 * time.Millisecond})
 		for i := 1; i <= 100; i++ {
 			d.Append(rec(i))
 		}
 		waitFor(t, "the flusher to commit", func() bool { return committedNext(d) == 101 })
+		published := maxPeekedSeq(d)
 		crashed := openTestDisk(t, Options{Dir: copyStore(t, d)})
 		wantPeek(t, crashed, 95, 10, "[96 97 98 99 100]")
-		if crashed.Len() != 100 || crashed.Seqs()["s/q"] != 100+SeqSkipAfterCrash {
-			t.Fatalf("len %d seqs %v", crashed.Len(), crashed.Seqs())
+		if crashed.Len() != 100 || crashed.Seqs()["s/q"] < 100 || published != 100 {
+			t.Fatalf("len %d seqs %v, published up to %d", crashed.Len(), crashed.Seqs(), published)
 		}
 	})
-	t.Run("pending lost", func(t *testing.T) {
+	t.Run("waiting in memory lost", func(t *testing.T) {
 		d := openTestDisk(t, Options{})
 		for i := 1; i <= 100; i++ {
 			d.Append(rec(i))
@@ -187,11 +213,13 @@ func TestDiskCrashCopy(t *testing.T) {
 		for i := 101; i <= 150; i++ {
 			d.Append(rec(i))
 		}
+		settle(t, d)
 		d.Ack(10) // the ack is lost too: record 10 will be sent again
+		published := maxPeekedSeq(d)
 		crashed := openTestDisk(t, Options{Dir: copyStore(t, d)})
-		// Seqs 101..150 may have been published: the next must not reuse them.
-		if crashed.Len() != 100 || crashed.Seqs()["s/q"] != 100+SeqSkipAfterCrash {
-			t.Fatalf("len %d seqs %v", crashed.Len(), crashed.Seqs())
+		// Seqs up to 150 may have been published: the next must not reuse them.
+		if crashed.Len() != 100 || crashed.Seqs()["s/q"] < published || published != 150 {
+			t.Fatalf("len %d seqs %v, published up to %d", crashed.Len(), crashed.Seqs(), published)
 		}
 		r := rec(101)
 		crashed.Append(r)
@@ -201,17 +229,36 @@ func TestDiskCrashCopy(t *testing.T) {
 	})
 }
 
-// copyStore copies the store of d, which must not be committing, to a new
-// directory.
+// maxPeekedSeq is the largest seq Peek gives out: what may be published.
+func maxPeekedSeq(q Queue) uint64 {
+	var seq, after uint64
+	for buf := make([]Record, 0, 64); ; {
+		recs := q.Peek(after, buf)
+		if len(recs) == 0 {
+			return seq
+		}
+		for _, r := range recs {
+			seq, after = max(seq, r.Seq), r.ID
+		}
+	}
+}
+
+// copyStore copies the log of d to a new directory, as a crash leaves it.
 func copyStore(t *testing.T, d *Disk) string {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(d.dir, dbFile))
+	dir := t.TempDir()
+	nums, err := listSegments(d.dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, dbFile), data, 0o600); err != nil {
-		t.Fatal(err)
+	for _, n := range nums {
+		data, err := os.ReadFile(filepath.Join(d.dir, segName(n)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, segName(n)), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
 	return dir
 }
@@ -254,7 +301,7 @@ func TestDiskMemoryBounded(t *testing.T) {
 		t.Skip("writes 200k records")
 	}
 	const n = 200_000
-	d := openTestDisk(t, Options{headCache: 8})
+	d := openTestDisk(t, Options{})
 	heapBefore := heapInuse()
 	payload := bytes.Repeat([]byte("x"), 150)
 	var stored int64
@@ -283,7 +330,7 @@ func TestDiskMemoryBounded(t *testing.T) {
 
 func heapInuse() int64 {
 	runtime.GC()
-	runtime.GC() // sync.Pools (bbolt keeps pages in one) empty on the second
+	runtime.GC() // sync.Pools (flate keeps state in some) empty on the second
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
 	return int64(m.HeapInuse)
@@ -293,7 +340,7 @@ func heapInuse() int64 {
 // a metrics reader on one spool while the flusher commits every 2ms.
 func TestDiskConcurrent(t *testing.T) {
 	dir := t.TempDir()
-	d := openTestDisk(t, Options{Dir: dir, SyncInterval: 2 * time.Millisecond, MaxMessages: 3000, headCache: 16})
+	d := openTestDisk(t, Options{Dir: dir, SpillAfter: 2 * time.Millisecond, MaxMessages: 3000})
 	const n = 20_000
 	appended := make(chan struct{})
 	var wg sync.WaitGroup
@@ -311,12 +358,17 @@ func TestDiskConcurrent(t *testing.T) {
 			if len(recs) == 0 {
 				select {
 				case <-appended:
-					if recs = d.Peek(after, buf); len(recs) == 0 {
+					// The last records may wait for their lease.
+					if d.Len() == 0 {
 						return
 					}
+					select {
+					case <-d.Notify():
+					case <-time.After(time.Millisecond):
+					}
 				case <-d.Notify():
-					continue
 				}
+				continue
 			}
 			for i := len(recs) - 1; i >= 0; i-- {
 				d.Ack(recs[i].ID)
@@ -357,14 +409,15 @@ func TestDiskConcurrent(t *testing.T) {
 }
 
 // TestDiskSeqAfterCleanCloseAndCrashes: a clean close keeps seqs exact; a
-// crash makes them jump, on disk too, so that a second crash right after
-// the restart cannot reuse the numbers of the first run.
+// crash continues above the leases, and a second crash right after the
+// restart, before any reading, adds nothing to the jump.
 func TestDiskSeqAfterCleanCloseAndCrashes(t *testing.T) {
 	dir := t.TempDir()
 	d := openTestDisk(t, Options{Dir: dir})
 	for i := 1; i <= 5; i++ {
 		d.Append(rec(i))
 	}
+	d.Append(&Record{Topic: "t", SeqKey: "idle/q", Seq: 7}) // a series not read in the next run
 	if err := d.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -372,12 +425,79 @@ func TestDiskSeqAfterCleanCloseAndCrashes(t *testing.T) {
 	if got := clean.Seqs()["s/q"]; got != 5 {
 		t.Fatalf("after a clean close seq %d, want 5", got)
 	}
-	first := openTestDisk(t, Options{Dir: copyStore(t, clean)}) // clean crashed right after opening
-	if got := first.Seqs()["s/q"]; got != 5+SeqSkipAfterCrash {
-		t.Fatalf("after a crash seq %d", got)
+	for i := 6; i <= 8; i++ {
+		clean.Append(rec(i))
 	}
-	second := openTestDisk(t, Options{Dir: copyStore(t, first)}) // and again, before any commit
-	if got := second.Seqs()["s/q"]; got != 5+2*SeqSkipAfterCrash {
-		t.Fatalf("after a second crash seq %d", got)
+	settle(t, clean)
+	first := openTestDisk(t, Options{Dir: copyStore(t, clean)}) // clean crashed after 3 readings
+	lease := first.Seqs()["s/q"]
+	if lease < 8 || lease > 8+3 { // the rate is not measured yet: the lease grows with what came
+		t.Fatalf("after a crash seq %d, want 8 to 11", lease)
+	}
+	second := openTestDisk(t, Options{Dir: copyStore(t, first)}) // and again, before any reading
+	if got := second.Seqs()["s/q"]; got != lease {
+		t.Fatalf("after a second crash seq %d, want %d", got, lease)
+	}
+	if got := second.Seqs()["idle/q"]; got != 7 {
+		t.Fatalf("a series with no reading since the clean close: seq %d after the crashes, want 7", got)
+	}
+}
+
+// TestDiskSpillsWhatWaits: a record acknowledged within SpillAfter never
+// reaches the disk; one still waiting then is written, with every other
+// record waiting at that moment.
+func TestDiskSpillsWhatWaits(t *testing.T) {
+	const spill = 100 * time.Millisecond
+	d := openTestDisk(t, Options{SpillAfter: spill})
+	start := time.Now()
+	for i := 1; i <= 10; i++ {
+		r := &Record{Topic: "t", Payload: []byte("x"), QoS: 1}
+		d.Append(r)
+		if i%2 == 0 {
+			d.Ack(r.ID) // a prompt broker
+		}
+	}
+	waitFor(t, "the waiting records written", func() bool { return d.Written() == 5 })
+	if took := time.Since(start); took < spill {
+		t.Fatalf("written after %s, before SpillAfter", took)
+	}
+	for range 10 {
+		r := &Record{Topic: "t", Payload: []byte("x"), QoS: 1}
+		d.Append(r)
+		d.Ack(r.ID)
+	}
+	time.Sleep(3 * spill)
+	if n := d.Written(); n != 5 {
+		t.Fatalf("%d records written, want the 5 that waited", n)
+	}
+	if n := recordsInLog(t, d.dir); n != 5 {
+		t.Fatalf("%d records in the log, want 5", n)
+	}
+}
+
+// TestDiskGateWaitsForTheLease: Peek gives out no record whose seq is not
+// covered by a lease on disk, nor any after it; it does once the lease is
+// written.
+func TestDiskGateWaitsForTheLease(t *testing.T) {
+	hold := make(chan struct{})
+	var held atomic.Bool
+	d := openTestDisk(t, Options{appendFail: func() error {
+		if held.Load() {
+			<-hold // a slow disk
+		}
+		return nil
+	}})
+	d.Append(&Record{Topic: "t", Payload: []byte("no seq")})
+	settle(t, d)
+	held.Store(true)
+	d.Append(rec(1))
+	d.Append(&Record{Topic: "t", Payload: []byte("behind it")})
+	time.Sleep(50 * time.Millisecond) // the flusher is writing the lease now
+	wantPeek(t, d, 0, 10, "[1]")      // the record before the gate only
+	held.Store(false)
+	close(hold)
+	waitFor(t, "the lease", func() bool { return len(peekIDs(d, 0, 10)) == 3 })
+	if got := d.Seqs()["s/q"]; got != 1 {
+		t.Fatalf("seqs %d", got)
 	}
 }

@@ -11,8 +11,9 @@ import (
 // BenchmarkPublisherCycle is the spool's part of the hot path as the
 // daemon drives it: the poller appends a burst of readings (one per
 // sensor), the publisher peeks them in batches of 64 from its cursor and
-// acks each one as its PUBACK arrives. One op is one reading. It goes
-// through spool.Open, as the daemon does, with the daemon's default bounds.
+// acks each one as its PUBACK arrives, waiting on Notify when a seq lease
+// is being committed. One op is one reading. It goes through spool.Open,
+// as the daemon does, with the daemon's default bounds.
 // (BenchmarkAppendAck in spool_bench_test.go is the bare append+ack.)
 func BenchmarkPublisherCycle(b *testing.B) {
 	for _, kind := range []string{"memory", "disk"} {
@@ -41,10 +42,11 @@ func BenchmarkPublisherCycle(b *testing.B) {
 						r.Payload = payload
 						q.Append(&r)
 					}
-					for {
+					for q.Len() > 0 {
 						recs := q.Peek(cursor, buf)
 						if len(recs) == 0 {
-							break
+							<-q.Notify() // a seq lease being committed
+							continue
 						}
 						for _, rec := range recs {
 							if !q.Ack(rec.ID) {

@@ -1,7 +1,7 @@
 package spool
 
 // pending is a ring of the records a durable spool holds in memory (not
-// yet committed), in ID order. Unlike a slice it needs no copying when a
+// committed), in ID order. Unlike a slice it needs no copying when a
 // commit takes records off its front, however far the flusher lags.
 type pending struct {
 	buf  []memEntry // len is 0 or a power of two
@@ -11,8 +11,9 @@ type pending struct {
 
 type memEntry struct {
 	rec     Record
-	acked   bool
-	written bool // in a commit (under way or done)
+	at      int64 // Disk.clock at the Append
+	acked   bool  // gone: acked or dropped
+	written bool  // in the commit under way
 }
 
 const minPending = 256
@@ -41,7 +42,7 @@ func (p *pending) pop(k int) {
 	}
 	p.head = (p.head + k) & (len(p.buf) - 1)
 	p.n -= k
-	if p.n == 0 && len(p.buf) > 4*flushOps {
+	if p.n == 0 && len(p.buf) > maxBatch {
 		*p = pending{} // give a burst's memory back
 	}
 }

@@ -1,6 +1,7 @@
 // Package spool is the buffer where readings wait until the broker has
-// acknowledged them: bounded, oldest dropped first, in memory or (with
-// buffer.dir) on disk so that it survives restarts and crashes.
+// acknowledged them: bounded, oldest dropped first, in memory, or with
+// buffer.dir in memory and, for what waits longer than a second, in a log
+// on disk, so that it survives restarts and crashes (docs/BUFFER.md).
 //
 // A record leaves the spool only through Ack (the broker's PUBACK) or by
 // being dropped as the oldest when the spool is full; Append reports the
@@ -15,8 +16,8 @@ import (
 
 // Record is one reading waiting for the broker.
 type Record struct {
-	// ID is assigned by Append: strictly increasing, never reused, also
-	// across restarts of a durable spool.
+	// ID is assigned by Append: strictly increasing; after a restart of a
+	// durable spool, above every ID on disk.
 	ID      uint64
 	Topic   string
 	Payload []byte // never modified after Append
@@ -25,8 +26,9 @@ type Record struct {
 	Time    int64 // the reading's time, Unix nanoseconds
 
 	// SeqKey ("sensor/quantity") and Seq are the sequence number this
-	// record carries; a durable spool stores the last Seq of every key so
-	// that numbering continues after a restart. SeqKey may be empty.
+	// record carries; a durable spool leases seqs on disk before Peek
+	// gives them out, so that numbering continues after a restart without
+	// reuse. SeqKey may be empty.
 	SeqKey string
 	Seq    uint64
 }
@@ -48,6 +50,8 @@ type Queue interface {
 	Append(r *Record) (dropped int)
 	// Peek appends to buf[:0] up to cap(buf) records whose ID is greater
 	// than after, oldest first, and returns it. It does not remove them.
+	// A durable spool gives out no record whose seq is not leased on disk
+	// yet, nor any after it: Notify tells when that changed.
 	Peek(after uint64, buf []Record) []Record
 	// Ack removes the record with this ID, the broker having acknowledged
 	// it. It reports whether the record was still there (it may have been
@@ -60,7 +64,8 @@ type Queue interface {
 	// Oldest is the reading time of the oldest record held.
 	Oldest() (time.Time, bool)
 	// Seqs returns the last sequence number of every key known to the
-	// spool (from before a restart, for a durable one).
+	// spool: for a durable one, from before a restart the last one after a
+	// clean close, the end of its lease after a crash.
 	Seqs() map[string]uint64
 	// Notify receives a value after Appends; it has a buffer of one, so a
 	// reader that was busy still sees that something came.
@@ -77,22 +82,26 @@ type Options struct {
 	MaxBytes    int64
 	// Dir, when set, keeps the spool on disk in this directory.
 	Dir string
-	// SyncInterval is how long a durable spool gathers writes before one
-	// commit (one fsync); 0 means 200ms. A crash loses at most this much.
-	SyncInterval time.Duration
-	Logger       *slog.Logger
+	// SpillAfter is how long a durable spool keeps a record only in memory
+	// while it waits for its acknowledgement; 0 means DefaultSpillAfter
+	// (1 s). A crash loses at most the records of about this long.
+	SpillAfter time.Duration
+	Logger     *slog.Logger
 
 	// OnDiskError is called when the disk store fails (full disk, I/O
-	// error): the spool then keeps every record in memory and logs it.
+	// error): the spool then keeps new records in memory and logs it.
 	OnDiskError func(err error)
 	// OnCorrupt is called when the store found at start could not be read
 	// and was moved aside to movedTo; the spool starts afresh.
 	OnCorrupt func(movedTo string)
+	// OnCommit is called after each commit to disk (one fdatasync).
+	OnCommit func()
 
-	// For tests: how bbolt opens its file, and how many records' sizes a
-	// durable spool keeps in its head cache.
-	openFile  func(name string, flag int, perm os.FileMode) (*os.File, error)
-	headCache int
+	// For tests: how segments are opened, a failure to inject into
+	// appends, and SeqLease.
+	openFile   func(name string, flag int, perm os.FileMode) (*os.File, error)
+	appendFail func() error
+	seqLease   time.Duration
 }
 
 func (o *Options) logger() *slog.Logger {

@@ -5,6 +5,7 @@ package faults
 import (
 	"bytes"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -239,8 +240,8 @@ func TestBrokerAbsentAtStart(t *testing.T) {
 
 // e. gatewayd is killed (or terminated) during an outage with a durable
 // buffer, and started again before the broker comes back. Its readings wait
-// on disk and seq numbers continue: exactly after a SIGTERM, after a jump of
-// spool.SeqSkipAfterCrash after a SIGKILL.
+// on disk and seq numbers continue: exactly after a SIGTERM, above their
+// leases (spool.SeqLease of readings at most) after a SIGKILL.
 func TestRestartDuringOutage(t *testing.T) {
 	for _, tc := range []struct {
 		id, title string
@@ -263,8 +264,9 @@ func restartDuringOutage(t *testing.T, id, title string, sig syscall.Signal) {
 	r.broker.stop(syscall.SIGTERM)
 	g1.waitLog(time.Now().Add(-time.Second), 10*time.Second, "connection lost")
 	takenAtLeast(g1, g1.scrape(), 2*float64(readingsPerSec)) // 2 s of readings on disk
-	// The signal comes at a random moment of the durable buffer's 200ms
-	// commit cycle and of the sensors' 100ms rounds.
+	// The signal comes at a random moment of the durable buffer's commit
+	// cycle (a commit when the oldest reading waiting is SpillAfter old)
+	// and of the sensors' 100ms rounds.
 	time.Sleep(rand.N(time.Second))
 	pre := g1.scrape()
 	stoppedAt := time.Now() // before the signal: gatewayd may log within the same millisecond
@@ -290,7 +292,7 @@ func restartDuringOutage(t *testing.T, id, title string, sig syscall.Signal) {
 	kept := m2.get("gatewayd_buffer_messages")
 	row.note("%v readings on disk at restart (%v buffered at the last scrape before the %s)",
 		kept, pre.get("gatewayd_buffer_messages"), sigName(sig))
-	if kept < pre.get("gatewayd_buffer_messages")-float64(readingsPerSec) {
+	if kept < pre.get("gatewayd_buffer_messages")-lossBound.Seconds()*float64(readingsPerSec) {
 		t.Errorf("%v readings on disk at restart, %v were buffered before the %s", kept, pre.get("gatewayd_buffer_messages"), sigName(sig))
 	}
 	takenAtLeast(g2, m2, float64(readingsPerSec)) // the restarted gatewayd buffers too
@@ -336,7 +338,7 @@ const crashWarning = "the last run did not shut down cleanly"
 
 // checkCrashWarning checks that the log of an exited gatewayd holds the
 // warning about an unclean shutdown, at level WARN and naming the jump
-// (spool.SeqSkipAfterCrash), if and only if want.
+// (spool.SeqLease), if and only if want.
 func checkCrashWarning(t *testing.T, g *gatewayd, want bool) {
 	t.Helper()
 	g.mu.Lock()
@@ -351,8 +353,8 @@ func checkCrashWarning(t *testing.T, g *gatewayd, want bool) {
 	switch {
 	case want && len(found) != 1:
 		t.Errorf("gatewayd (pid %d) logged %q %d times after an unclean shutdown, want once", pid, crashWarning, len(found))
-	case want && (found[0].Level != "WARN" || found[0].Skip != spool.SeqSkipAfterCrash):
-		t.Errorf("gatewayd (pid %d): %q at level %s with skip %d, want WARN and %d", pid, found[0].Msg, found[0].Level, found[0].Skip, spool.SeqSkipAfterCrash)
+	case want && (found[0].Level != "WARN" || found[0].Lease != spool.SeqLease.String()):
+		t.Errorf("gatewayd (pid %d): %q at level %s with lease %q, want WARN and %s", pid, found[0].Msg, found[0].Level, found[0].Lease, spool.SeqLease)
 	case !want && len(found) > 0:
 		t.Errorf("gatewayd (pid %d) logged %q without an unclean shutdown before", pid, found[0].Msg)
 	}
@@ -425,23 +427,24 @@ func compareRestart(t *testing.T, sub *subscriber, stoppedAt, restartedAt time.T
 // nothing is missing, every reading the first process took arrived, and
 // the last one was taken within about one sensor interval of the signal.
 //
-// After a SIGKILL the restarted gatewayd finds the store left open, and the
-// first seq of every series is its last committed one (commits come every
-// 200ms) plus spool.SeqSkipAfterCrash plus 1. Everything committed
-// arrives, so:
-//   - firstAfter - lastBefore <= SeqSkipAfterCrash+1; and >= SeqSkipAfterCrash
-//     less a second's readings if the first process was connected (it
-//     publishes readings before their commit), == SeqSkipAfterCrash+1 if
-//     it was not (nothing uncommitted can have arrived);
+// After a SIGKILL the restarted gatewayd finds the store left open, and
+// every series continues above its lease: a seq is published only once a
+// lease covering it is on disk, and a lease reaches spool.SeqLease of the
+// series' readings beyond the seq that renewed it. So:
+//   - firstAfter > lastBefore: no seq is given again;
+//   - firstAfter - lastBefore - 1 <= a lease's readings plus the readings
+//     the first process took that never arrived (with half a second's
+//     slack, those being counted at least);
 //   - the gap (firstAfter - lastBefore - 1) is at least the number of
 //     readings the first process took that never arrived (per series, and
 //     summed over the series): the loss shows;
-//   - those readings are no more than the last second's;
+//   - those readings were taken within lossBound of the kill;
 //   - no seq is missing outside the gap.
 func checkRestart(t *testing.T, row *row, sig syscall.Signal, connected bool, first, m metricsSnap, tl tally, rs restartResult) {
 	t.Helper()
 	crashed := sig == syscall.SIGKILL
 	const perSec = uint64(time.Second / sensorInterval) // readings per series per second
+	leaseSeqs := uint64(math.Ceil(float64(perSec) * spool.SeqLease.Seconds()))
 	if len(rs.series) != 2*numSensors {
 		t.Errorf("readings of %d series arrived from both processes, want %d", len(rs.series), 2*numSensors)
 	}
@@ -481,13 +484,13 @@ func checkRestart(t *testing.T, row *row, sig syscall.Signal, connected bool, fi
 				t.Errorf("%s: seq %d after the restart, %d before: a gap of %d seqs, but %d readings of the first process never arrived",
 					k, sr.firstAfter, sr.lastBefore, jump-1, sr.unseen)
 			}
-			lo, hi := uint64(spool.SeqSkipAfterCrash+1), uint64(spool.SeqSkipAfterCrash+1)
-			if connected {
-				lo = spool.SeqSkipAfterCrash - perSec
-			}
-			if jump < lo || jump > hi {
-				t.Errorf("%s: seq %d after the restart, %d before: a jump of %d, want %d to %d (spool.SeqSkipAfterCrash is %d; connected at the kill: %v)",
-					k, sr.firstAfter, sr.lastBefore, jump, lo, hi, spool.SeqSkipAfterCrash, connected)
+			// The lease reaches SeqLease of readings beyond the seq that
+			// renewed it; the readings lost lie between (counted at least,
+			// from the times: half a second more for the rest).
+			hi := leaseSeqs + uint64(sr.unseen) + perSec/2 + 1
+			if jump > hi {
+				t.Errorf("%s: seq %d after the restart, %d before: a jump of %d, want at most %d (a lease of %d, %d readings lost; connected at the kill: %v)",
+					k, sr.firstAfter, sr.lastBefore, jump, hi, leaseSeqs, sr.unseen, connected)
 			}
 		} else if jump != 1 {
 			t.Errorf("%s: seq %d after the restart, %d before: after a SIGTERM seqs continue exactly", k, sr.firstAfter, sr.lastBefore)
@@ -521,10 +524,11 @@ func checkRestart(t *testing.T, row *row, sig syscall.Signal, connected bool, fi
 			tl.Missing, len(rs.series), rs.worst.Round(time.Millisecond))
 		return
 	}
-	// The durable buffer commits every 200ms: a crash may lose the last
-	// commit's worth, never more than the last second.
-	if rs.worst > time.Second+sensorInterval {
-		t.Errorf("SIGKILL lost more than the last second: the last reading that arrived was taken %s before the kill", rs.worst)
+	// The durable buffer writes a reading once it waited SpillAfter for
+	// its acknowledgement: a crash may lose the readings of about the last
+	// second, never more than lossBound.
+	if rs.worst > lossBound {
+		t.Errorf("SIGKILL lost more than the last %s: the last reading that arrived was taken %s before the kill", lossBound, rs.worst)
 	}
 	if uint64(lost) > gaps {
 		t.Errorf("SIGKILL: %d readings of the first process never arrived, the seq gaps at the restart hold only %d seqs", lost, gaps)
@@ -626,6 +630,10 @@ func checkReconnected(t *testing.T, m metricsSnap) {
 		t.Errorf("no reconnect in the counters: %s", m.summary())
 	}
 }
+
+// lossBound is the most of the last readings a SIGKILL may cost with a
+// durable buffer: SpillAfter, plus the commit and a busy machine.
+const lossBound = spool.DefaultSpillAfter + 500*time.Millisecond
 
 // maxInflight is buffer.max_inflight (100): no case sets it.
 var maxInflight = float64(config.Default().Buffer.MaxInflight)

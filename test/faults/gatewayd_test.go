@@ -85,7 +85,7 @@ type logLine struct {
 	Err     string    `json:"err"`
 	Metrics string    `json:"metrics"`
 	Records int       `json:"records"`
-	Skip    uint64    `json:"skip"`
+	Lease   string    `json:"lease"`
 }
 
 // gatewayd is one gatewayd process, its log parsed as it comes.

@@ -175,7 +175,7 @@ func TestCopyrightOfGatewayd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, m := range []string{"github.com/eclipse/paho.mqtt.golang", "gopkg.in/yaml.v3", "go.etcd.io/bbolt", "Go (the standard library"} {
+	for _, m := range []string{"github.com/eclipse/paho.mqtt.golang", "gopkg.in/yaml.v3", "github.com/simonvetter/modbus", "Go (the standard library"} {
 		if !strings.Contains(c.Full, "\n"+m) {
 			t.Errorf("%s missing from the copyright file", m)
 		}
