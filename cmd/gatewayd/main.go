@@ -148,4 +148,7 @@ func printSummary(w io.Writer, c *config.Config) {
 		fmt.Fprintf(w, "    - %s (QoS %d)\n", s.Topic, s.QoS)
 	}
 	row("metrics", "http://%s/metrics", c.Metrics.Listen)
+	if h := c.HomeAssistant; h.Discovery {
+		row("home assistant", "discovery on %s/#", h.Prefix)
+	}
 }

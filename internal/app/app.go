@@ -15,6 +15,7 @@ import (
 	"github.com/gatewayd/gatewayd/internal/broker"
 	"github.com/gatewayd/gatewayd/internal/config"
 	"github.com/gatewayd/gatewayd/internal/gateway"
+	"github.com/gatewayd/gatewayd/internal/homeassistant"
 	"github.com/gatewayd/gatewayd/internal/logging"
 	"github.com/gatewayd/gatewayd/internal/metrics"
 	"github.com/gatewayd/gatewayd/internal/session"
@@ -48,6 +49,7 @@ type App struct {
 	broker   *broker.Broker
 	msgs     *gateway.MessageLogger
 	reloadMu sync.Mutex
+	ha       *homeassistant.Announcer // nil unless homeassistant.discovery
 
 	version   string
 	started   time.Time
@@ -95,10 +97,11 @@ func New(cfg *config.Config, log *slog.Logger, version string) (_ *App, err erro
 	}
 
 	a.msgs = gateway.NewMessageLogger(cfg.Subscriptions, m, log.With("component", "subscriptions"))
+	a.newHomeAssistant(cfg, version, log.With("component", "homeassistant"))
 	if a.Session, err = session.New(a.sessionOptions(cfg), log.With("component", "session"), m, a.Liveness); err != nil {
 		return nil, err
 	}
-	if a.Poller, err = gateway.NewPoller(cfg, a.Queue, m, log.With("component", "sensors"), a.Liveness); err != nil {
+	if a.Poller, err = gateway.NewPoller(cfg, a.pollerQueue(), m, log.With("component", "sensors"), a.Liveness); err != nil {
 		return nil, err
 	}
 	a.Publisher = gateway.NewPublisher(a.Queue, a.Session, cfg.Buffer.MaxInflight, cfg.Broker.Keepalive.D(),
@@ -131,7 +134,7 @@ func (a *App) sessionOptions(cfg *config.Config) session.Options {
 			b.Username, b.PasswordFile = e.Username, e.PasswordFile
 		}
 	}
-	return session.Options{
+	o := session.Options{
 		Broker:        b,
 		URLs:          urls,
 		Subscriptions: cfg.Subscriptions,
@@ -143,6 +146,8 @@ func (a *App) sessionOptions(cfg *config.Config) session.Options {
 		GatewayID:     cfg.Gateway.ID,
 		StateDir:      cfg.Buffer.Dir,
 	}
+	a.haSession(&o)
+	return o
 }
 
 // Config is the config the daemon runs on: the one it started with, or the
@@ -168,7 +173,7 @@ func (a *App) Run(ctx context.Context, onStopping func()) error {
 	defer a.close()
 	// Each component runs under its own context, cancelled in shutdown
 	// order; a component that fails stops the daemon.
-	fatal := make(chan error, 4)
+	fatal := make(chan error, 5)
 	start := func(name string, run func(context.Context) error) (stop func()) {
 		cctx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})
@@ -185,6 +190,10 @@ func (a *App) Run(ctx context.Context, onStopping func()) error {
 	stopSession := start("session", a.Session.Run)
 	stopPublisher := start("publisher", a.Publisher.Run)
 	stopPoller := start("poller", a.Poller.Run)
+	stopHA := func() {}
+	if a.ha != nil {
+		stopHA = start("homeassistant", a.ha.Run)
+	}
 
 	cfg := a.Config()
 	a.log.Info("gatewayd started", "gateway", cfg.Gateway.ID, "sensors", len(cfg.Sensors),
@@ -211,6 +220,7 @@ func (a *App) Run(ctx context.Context, onStopping func()) error {
 			a.log.Warn("readings not published before shutdown", "count", left)
 		}
 	}
+	stopHA()
 	stopSession()
 	stopWatch()
 	stopHTTP()

@@ -44,7 +44,7 @@ func (a *App) ReloadRefused() { a.Metrics.ConfigReloadOK.Set(0) }
 // server serves with its web config file (whose content, though, is read
 // again at each request). A change to one of them is logged and applies at
 // the next start.
-var RestartKeys = []string{"buffer.*", "embedded_broker.*", "metrics.web_config_file"}
+var RestartKeys = []string{"buffer.*", "embedded_broker.*", "metrics.web_config_file", "homeassistant.discovery"}
 
 func (a *App) reload(ctx context.Context, next *config.Config) error {
 	cur := a.Config()
@@ -67,6 +67,7 @@ func (a *App) reload(ctx context.Context, next *config.Config) error {
 		}
 		a.log.Info("metrics listening", "addr", a.http.Addr())
 	}
+	a.reloadHomeAssistant(&n) // before the session's options: a new prefix is subscribed
 	if err := a.Session.Update(a.sessionOptions(&n)); err != nil {
 		plan.Discard()
 		return err // options the config accepted: not expected
@@ -98,6 +99,11 @@ func keepRunning(cur, next *config.Config) []string {
 	next.Buffer = cur.Buffer
 	next.EmbeddedBroker = cur.EmbeddedBroker
 	next.Metrics.WebConfigFile = cur.Metrics.WebConfigFile
+	// Discovery on or off decides how the buffer and the session are wired.
+	if cur.HomeAssistant.Discovery != next.HomeAssistant.Discovery {
+		changed = append(changed, "homeassistant.discovery")
+	}
+	next.HomeAssistant.Discovery = cur.HomeAssistant.Discovery
 	return changed
 }
 

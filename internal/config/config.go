@@ -29,6 +29,7 @@ type Config struct {
 	Sensors        []Sensor       `yaml:"sensors"`
 	Subscriptions  []Subscription `yaml:"subscriptions"`
 	Metrics        Metrics        `yaml:"metrics"`
+	HomeAssistant  HomeAssistant  `yaml:"homeassistant"`
 
 	// File is the path the config was loaded from ("" for defaults).
 	File string `yaml:"-"`
@@ -171,6 +172,16 @@ type Metrics struct {
 	WebConfigFile string `yaml:"web_config_file"`
 }
 
+// HomeAssistant is Home Assistant's MQTT discovery (internal/homeassistant).
+type HomeAssistant struct {
+	// Discovery announces every sensor to Home Assistant (and to the other
+	// consumers of its convention).
+	Discovery bool `yaml:"discovery"`
+	// Prefix is the discovery prefix; Home Assistant's birth topic is
+	// {prefix}/status.
+	Prefix string `yaml:"prefix"`
+}
+
 // Default returns the configuration of an empty file.
 func Default() *Config {
 	return &Config{
@@ -202,6 +213,7 @@ func Default() *Config {
 		},
 		Subscriptions: []Subscription{{Topic: "gatewayd/{gateway}/cmd/#", QoS: 1}},
 		Metrics:       Metrics{Listen: "127.0.0.1:9108"},
+		HomeAssistant: HomeAssistant{Prefix: "homeassistant"},
 	}
 }
 

@@ -36,6 +36,7 @@ func (v *validator) validate(c *Config) {
 	v.validateSensors(c)
 	v.validateSubscriptions(c.Subscriptions)
 	v.listenAddr("metrics.listen", c.Metrics.Listen)
+	v.validateHomeAssistant(c)
 	if c.Broker.PasswordFile != "" && c.Broker.Password != "" {
 		v.add("broker.password_file", "password and password_file are mutually exclusive; keep one")
 	}
@@ -381,5 +382,53 @@ func (v *validator) listenAddr(path, addr string) {
 	}
 	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
 		v.add(path, "port of %.64q must be 0..65535", addr)
+	}
+}
+
+// haID is what Home Assistant accepts as a node_id and object_id of a
+// discovery topic (TOPIC_MATCHER in its mqtt/discovery.py); it ignores a
+// config on any other topic with only a warning in its log.
+var haID = regexp.MustCompile(`^[a-zA-Z0-9_-]+$`)
+
+// validateHomeAssistant checks homeassistant.*, and with discovery on what
+// Home Assistant needs of the rest: ids it accepts in its discovery topics,
+// and a state topic of its own for every quantity of every sensor.
+func (v *validator) validateHomeAssistant(c *Config) {
+	h := c.HomeAssistant
+	switch {
+	case h.Prefix == "":
+		v.add("homeassistant.prefix", "must not be empty (Home Assistant's default is homeassistant)")
+	case strings.HasPrefix(h.Prefix, "/") || strings.HasSuffix(h.Prefix, "/"):
+		v.add("homeassistant.prefix", "%q must not begin or end with '/'", h.Prefix)
+	default:
+		v.topicName("homeassistant.prefix", h.Prefix, "")
+	}
+	if !h.Discovery {
+		return
+	}
+	if id := c.Gateway.ID; !haID.MatchString(id) {
+		v.add("gateway.id", "%.64q cannot be used with homeassistant.discovery: Home Assistant takes only a-z, A-Z, 0-9, _ and - in a discovery topic, and ignores others", id)
+	}
+	owner := map[string]int{} // resolved topic template -> sensor index
+	for i := range c.Sensors {
+		s := &c.Sensors[i]
+		p := fmt.Sprintf("sensors[%d]", i)
+		if s.Name != "" && !haID.MatchString(s.Name) {
+			v.add(p+".name", "%q cannot be used with homeassistant.discovery: Home Assistant takes only a-z, A-Z, 0-9, _ and - in a discovery topic", s.Name)
+		}
+		key := "publish.topic"
+		if s.Topic != "" {
+			key = p + ".topic"
+		}
+		tmpl := s.Publish.Topic
+		if !strings.Contains(tmpl, "{quantity}") {
+			v.add(key, "must contain {quantity} with homeassistant.discovery: Home Assistant shows every message on a state topic as the value of that topic's one entity")
+			continue
+		}
+		if j, dup := owner[tmpl]; dup {
+			v.add(key, "sensors[%d] and sensors[%d] publish on the same topics (%s): with homeassistant.discovery each sensor needs topics of its own (add {sensor})", j, i, tmpl)
+			continue
+		}
+		owner[tmpl] = i
 	}
 }

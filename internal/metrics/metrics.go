@@ -35,6 +35,7 @@ type Metrics struct {
 	BufferDiskCommits     prometheus.Counter
 	ConfigReloadOK        prometheus.Gauge
 	ConfigReloadTime      prometheus.Gauge
+	HADiscoveryMessages   prometheus.Counter
 
 	// Sensors holds the gatewayd_sensor_* metrics; the /metrics handler
 	// writes them after what Registry gathers.
@@ -76,6 +77,7 @@ func New(version string) *Metrics {
 		BufferDiskCommits:     f.counter("gatewayd_buffer_disk_commits_total", "Commits to the disk buffer (one write and one fdatasync each): readings unacknowledged for 1 s, seq leases, clean close."),
 		ConfigReloadOK:        f.gauge("gatewayd_config_last_reload_successful", "1 when the last reload of the config (or the start) succeeded, 0 when it failed and the daemon kept the config it had."),
 		ConfigReloadTime:      f.gauge("gatewayd_config_last_reload_success_timestamp_seconds", "Unix time of the last successful reload of the config (or of the start)."),
+		HADiscoveryMessages:   f.counter("gatewayd_homeassistant_discovery_messages_total", "Home Assistant discovery messages (configs and clearings, not readings) sent to the broker."),
 	}
 	m.Sensors = &SensorSet{} // written by the /metrics handler, not registered
 	bi := f.gaugeVec("gatewayd_build_info", "Always 1; the labels tell the version and the Go version.", "version", "goversion")
