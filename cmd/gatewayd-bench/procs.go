@@ -29,7 +29,7 @@ type child struct {
 }
 
 func startChild(name, path string, args ...string) (*child, error) {
-	c := &child{name: name, out: &tail{max: 8 << 10}, done: make(chan struct{})}
+	c := &child{name: name, out: &tail{max: 64 << 10}, done: make(chan struct{})}
 	c.cmd = exec.Command(path, args...)
 	c.cmd.Stdout, c.cmd.Stderr = c.out, c.out
 	// Should this tool die, the child goes too.
@@ -63,9 +63,15 @@ func (c *child) stop(timeout time.Duration) error {
 	select {
 	case <-c.done:
 	case <-time.After(timeout):
-		c.cmd.Process.Kill()
-		<-c.done
-		return fmt.Errorf("%s did not exit within %s of SIGTERM", c.name, timeout)
+		// A Go program prints its goroutines at SIGQUIT: where it hangs.
+		c.cmd.Process.Signal(syscall.SIGQUIT)
+		select {
+		case <-c.done:
+		case <-time.After(2 * time.Second):
+			c.cmd.Process.Kill()
+			<-c.done
+		}
+		return fmt.Errorf("%s did not exit within %s of SIGTERM; its output after SIGQUIT: %s", c.name, timeout, c.out.String())
 	}
 	if c.err != nil {
 		return fmt.Errorf("%s: %v: %s", c.name, c.err, c.out.String())

@@ -2,7 +2,6 @@ package session
 
 import (
 	"bufio"
-	"errors"
 	"net"
 	"runtime"
 	"sync"
@@ -84,8 +83,13 @@ func newBufConn(c net.Conn, writeTimeout time.Duration) *bufConn {
 // Read reads through the buffer. The clients read from one goroutine.
 func (b *bufConn) Read(p []byte) (int, error) { return b.r.Read(p) }
 
-// errClosed is the error of a Write after Close.
-var errClosed = errors.New("write to a closed connection")
+// errClosed is the error of a Write after Close: net.ErrClosed, as a
+// closed net.Conn answers. paho.mqtt.golang writes after closing the
+// connection in its shutdown and ignores exactly this error (by its text,
+// "use of closed network connection"); any other error there sent it into
+// its connection-lost handling a second time, and a publish on the dead
+// client then blocked for its write timeout.
+var errClosed = net.ErrClosed
 
 // Write queues p; it returns at once unless flushAt bytes wait (then it
 // writes them) or maxPending bytes wait (then it blocks).

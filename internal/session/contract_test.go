@@ -351,8 +351,8 @@ func TestUpdateDuringOutage(t *testing.T) {
 		r := start(t, o)
 		r.conn()
 		old.Stop()
-		// After a lost connection (one URL) the retries continue from the
-		// restart spread's scale: after 4 failures the next waits 6.4-12.8 s.
+		// After a lost connection (one URL) the retries follow the restart
+		// ladder (1 s, doubling): after 4 failures the next waits 8 s.
 		testbroker.Eventually(t, 20*time.Second, "backing off for long", func() bool {
 			return value(r.m.MQTTConnectFailures) >= 4
 		})

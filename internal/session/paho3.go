@@ -24,6 +24,10 @@ type client3 struct {
 	nc *bufConn // the network connection, from dial
 }
 
+// handoverTimeout bounds paho.mqtt.golang's hand-over of a publish or
+// subscribe to its writer goroutine (its WriteTimeout).
+const handoverTimeout = 2 * time.Second
+
 // pingTimeout is how long a client waits for a PINGRESP. It pings after
 // keepalive of silence; with this timeout a broker that stopped answering
 // is noticed within 1.5 x keepalive.
@@ -43,7 +47,15 @@ func connect3(ctx context.Context, p *connectParams) (client, connack, error) {
 		SetKeepAlive(p.keepalive).
 		SetPingTimeout(pingTimeout(p.keepalive)).
 		SetConnectTimeout(p.connectTimeout).
-		SetWriteTimeout(p.keepalive).
+		// paho hands a publish to its writer through a channel and waits
+		// up to WriteTimeout; bufConn takes every write at once, so the
+		// hand-over takes microseconds, except in a race of paho's: a
+		// publish that checked the client connected while the connection
+		// was being lost waits for a writer that has stopped. Bounded
+		// here, it fails after 2 s (and the publisher resends on the
+		// next connection) instead of holding the publisher, and a
+		// SIGTERM, for a keepalive (seen in gatewayd-bench fleet).
+		SetWriteTimeout(handoverTimeout).
 		SetAutoReconnect(false).
 		SetConnectRetry(false).
 		SetOrderMatters(true).

@@ -205,6 +205,9 @@ func (s *Session) setConn(c *Conn) {
 func (s *Session) Run(ctx context.Context) error {
 	defer s.live.Done("session")
 	failures := 0
+	// ladder, when set, is the next delay after a spread first retry
+	// failed (one URL): the fleet's retries keep the phases they drew.
+	var ladder time.Duration
 	for {
 		s.live.Beat("session")
 		opts, _ := s.options()
@@ -219,6 +222,9 @@ func (s *Session) Run(ctx context.Context) error {
 			}
 			maxDelay := opts.Broker.ReconnectMaxInterval.D()
 			delay := backoff(failures, maxDelay)
+			if ladder > 0 {
+				delay, ladder = ladderStep(ladder, maxDelay)
+			}
 			failures++
 			// The fast first retries are logged at debug, so that a broker
 			// that is away for long writes one warning per retry interval.
@@ -232,6 +238,7 @@ func (s *Session) Run(ctx context.Context) error {
 			}
 			continue
 		}
+		ladder = 0
 		s.connected(conn, &opts)
 
 		switch s.waitLost(ctx, conn, key) {
@@ -253,10 +260,7 @@ func (s *Session) Run(ctx context.Context) error {
 			urls := len(opts.urls())
 			delay = firstRetry(urls, opts.Broker.ReconnectMaxInterval.D())
 			if urls == 1 {
-				// Should the spread retry find the broker still away,
-				// the next ones continue at the spread's scale: those
-				// that came early do not all come back together.
-				failures = restartSteps - 1
+				ladder = min(restartSpread, opts.Broker.ReconnectMaxInterval.D())
 			}
 		}
 		failures++
@@ -322,23 +326,19 @@ func (s *Session) clientID(o *Options) string {
 	return o.Broker.ClientID
 }
 
-// backoff is the delay before retry number n (0-based) of a connect that
-// failed: exponential from backoffInitial with jitter in [d/2, d], so that a
-// lone gateway retries quickly at first; once the delay reaches maxDelay,
-// anywhere in [0, maxDelay] ("full jitter"), so that a fleet waiting for a
-// broker that stays away does not come back in step.
+// backoff is the delay before retry number n (0-based): exponential from
+// backoffInitial, capped, with jitter in [d/2, d] so that many gateways
+// restarted together do not hit the broker in step.
 func backoff(n int, maxDelay time.Duration) time.Duration {
 	d := backoffInitial
 	for i := 0; i < n && d < maxDelay; i++ {
 		d *= 2
 	}
-	if d >= maxDelay {
-		return rand.N(maxDelay + 1)
-	}
+	d = min(d, maxDelay)
 	return d/2 + rand.N(d/2+1)
 }
 
-// Spreading the first retry after a connection that lasted was lost.
+// Spreading the retries after a connection that lasted was lost.
 const (
 	// failoverSpread: with several broker URLs, a lost connection most
 	// likely means one node went away while the others serve: its share
@@ -350,9 +350,6 @@ const (
 	// restarted broker is not stormed. Measured with gatewayd-bench fleet
 	// (docs/FLEET.md).
 	restartSpread = time.Second
-	// restartSteps is the backoff step the retries after a failed spread
-	// one continue from: backoffInitial << 4 = 1.6 s, beyond restartSpread.
-	restartSteps = 4
 )
 
 // firstRetry is the delay before the first attempt after a connection
@@ -364,6 +361,18 @@ func firstRetry(urls int, maxDelay time.Duration) time.Duration {
 	}
 	spread = min(spread, maxDelay)
 	return rand.N(spread + 1)
+}
+
+// ladderStep is the delay after a failed attempt that followed a spread
+// first retry (one URL), and the step after it: the spread, then doubling
+// up to maxDelay, the same for every gateway but for a jitter of 2.5 %.
+// Each gateway so keeps the phase it drew for its first retry: whenever
+// the broker comes back, the fleet arrives spread over the spread, as
+// after a short restart. (Fresh jitter at every retry would make the
+// gateways that came too early, during the restart, come back together.)
+func ladderStep(step, maxDelay time.Duration) (delay, next time.Duration) {
+	delay = step - step/40 + rand.N(step/20+1)
+	return delay, min(2*step, maxDelay)
 }
 
 // sleep waits d, beating the liveness; false when ctx ended. An Update
