@@ -96,7 +96,13 @@ func startDaemonLogs(t *testing.T, yaml string, logSwitch bool) *daemon {
 		})
 		return runErr
 	}
-	t.Cleanup(func() { stop() })
+	t.Cleanup(func() {
+		stop()
+		if t.Failed() && !testing.Verbose() {
+			// A failure in CI comes with what the daemon said.
+			t.Logf("the daemon's log (last %d bytes):\n%s", logTail, tail(logs.String(), logTail))
+		}
+	})
 	return &daemon{App: a, logs: logs, stop: stop}
 }
 
@@ -123,6 +129,21 @@ func (d *daemon) reload(t *testing.T, yaml string) error {
 		return err
 	}
 	return d.Reload(context.Background(), cfg)
+}
+
+// logTail is how much of the daemon's log a failed test shows.
+const logTail = 64 << 10
+
+// tail is the end of s, at most n bytes, from the start of a line.
+func tail(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	s = s[len(s)-n:]
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[i+1:]
+	}
+	return s
 }
 
 // testLogWriter shows the daemon's log in verbose test output only.
