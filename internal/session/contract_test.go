@@ -451,6 +451,7 @@ func TestWebSocket(t *testing.T) {
 		r := start(t, Options{Broker: brokerOptions(b.URL(), "gw"), Protocol: proto,
 			Subscriptions: []config.Subscription{{Topic: "in/#", QoS: 1}}})
 		c := r.conn()
+		subscribed(t, b, "gw", "in/#")
 		for range 50 {
 			if err := publish(t, c, "in/x", 1, false, 0, "ws"); err != nil {
 				t.Fatal(err)

@@ -63,8 +63,9 @@ type Options struct {
 	Handlers []Handler
 	// OnConnect, when set, is called with every new connection before
 	// Current returns it to anyone, after the birth message was sent and
-	// the subscriptions requested: what it publishes reaches the broker
-	// before the first reading of that connection. It may block (Current
+	// the subscriptions requested (in the background: the broker may not
+	// have them yet): what it publishes reaches the broker before the
+	// first reading of that connection. It may block (Current
 	// waits), and may publish and wait for acknowledgements; it must
 	// return when the connection is lost.
 	OnConnect func(*Conn)
