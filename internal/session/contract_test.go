@@ -396,6 +396,48 @@ func TestForgottenFiltersUnsubscribed(t *testing.T) {
 	})
 }
 
+// TestForgottenFilterWithoutSuback: a filter the broker took while its
+// SUBACK never reached gatewayd (the link froze, gatewayd stopped) is
+// remembered all the same, and unsubscribed at the next start once the
+// config no longer has it.
+func TestForgottenFilterWithoutSuback(t *testing.T) {
+	eachProtocol(t, func(t *testing.T, proto int) {
+		entered, release := make(chan struct{}), make(chan struct{})
+		var once sync.Once
+		b := testbroker.Start(t, testbroker.Options{OnSubscribe: func(id string, _ []string) {
+			if id == "gw" {
+				once.Do(func() { close(entered); <-release })
+			}
+		}})
+		p := testbroker.NewProxy(t, b.Addr())
+		dir := t.TempDir()
+		o := Options{Broker: brokerOptions(p.URL(), "gw"), Protocol: proto, StateDir: dir,
+			Subscriptions: []config.Subscription{{Topic: "a/#", QoS: 1}, {Topic: "b/#", QoS: 1}}}
+		o.Broker.Availability.Topic = ""
+		r := start(t, o)
+		r.conn()
+		<-entered
+		p.Blackhole() // the SUBACK stays in the proxy
+		close(release)
+		testbroker.Eventually(t, 10*time.Second, "a and b at the broker", func() bool {
+			return slices.Equal(b.Subscriptions("gw"), []string{"a/#", "b/#"})
+		})
+		r.stop()
+		if r.logs.count(`"msg":"subscribed"`) != 0 {
+			t.Fatal("the SUBACK came through")
+		}
+		o.Broker.URLs = []string{b.URL()} // takes the session over from the frozen link
+		o.Subscriptions = o.Subscriptions[:1]
+		r2 := start(t, o)
+		if !r2.conn().SessionPresent() {
+			t.Fatal("no session present")
+		}
+		testbroker.Eventually(t, 10*time.Second, "b unsubscribed", func() bool {
+			return slices.Equal(b.Subscriptions("gw"), []string{"a/#"})
+		})
+	})
+}
+
 // TestSubscribeRetriedOnTheSameConnection: a SUBSCRIBE that is not
 // answered in time is sent again, with backoff, without a reconnect.
 func TestSubscribeRetriedOnTheSameConnection(t *testing.T) {
