@@ -2,6 +2,7 @@ package session
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -500,6 +501,39 @@ func TestWebSocket(t *testing.T) {
 			}
 		}
 		testbroker.Eventually(t, 10*time.Second, "50 back over ws://", func() bool { return len(r.messages()) == 50 })
+	})
+}
+
+// TestWebSocketPingWhilePublishing: over WebSocket, keepalive pings go
+// out while publishes do (QoS 0: no acknowledgement comes back, so the
+// client pings every keepalive although it sends), and neither breaks
+// the connection nor races with the other (run with -race). A gorilla
+// WebSocket takes one writer at a time, its write deadline included;
+// paho.mqtt.golang pings from its own goroutine.
+func TestWebSocketPingWhilePublishing(t *testing.T) {
+	eachProtocol(t, func(t *testing.T, proto int) {
+		b := testbroker.Start(t, testbroker.Options{WebSocket: true})
+		o := brokerOptions(b.URL(), "gw")
+		o.Keepalive = config.Duration(time.Second)
+		o.Availability.Topic = ""
+		r := start(t, Options{Broker: o, Protocol: proto})
+		c := r.conn()
+		n := 0
+		for end := time.Now().Add(3 * time.Second); time.Now().Before(end); n++ {
+			tok := c.Publish("ws/x", 0, false, []byte("p"))
+			select {
+			case <-tok.Done():
+			case <-c.Lost():
+				t.Fatalf("connection lost after %d publishes: %v", n, c.Err())
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+		testbroker.Eventually(t, 10*time.Second, fmt.Sprint(n, " at the broker"), func() bool {
+			return len(b.Messages(func(s string) bool { return s == "ws/x" })) == n
+		})
+		if lost := value(r.m.MQTTConnectionLost); lost != 0 {
+			t.Errorf("%v connections lost", lost)
+		}
 	})
 }
 
