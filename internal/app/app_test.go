@@ -67,14 +67,26 @@ func TestReadingsArriveAsSpecified(t *testing.T) {
 			t.Errorf("delivered at QoS %d", m.QoS)
 		}
 	}
-	got := series(t, readings)
-	if len(got) != 4 {
-		t.Fatalf("series: %v", got)
-	}
-	checkNoGaps(t, got, 1)
-	for k, rs := range got {
-		if rs[0].Seq != 1 {
-			t.Errorf("%s starts at seq %d", k, rs[0].Seq)
+	// What the broker received from gatewayd, and what it delivered to
+	// the subscriber: both hold every series from seq 1, in order.
+	for _, c := range []struct {
+		who  string
+		msgs []testbroker.Message
+	}{{"broker", b.Messages(readingsOn("gatewayd/gw/s"))}, {"subscriber", readings}} {
+		got := series(t, c.msgs)
+		if len(got) != 4 {
+			t.Fatalf("%s: series: %v", c.who, got)
+		}
+		checkNoGaps(t, got, 1)
+		for k, rs := range got {
+			if rs[0].Seq != 1 {
+				t.Errorf("%s: %s starts at seq %d", c.who, k, rs[0].Seq)
+			}
+		}
+		if t.Failed() {
+			for i, m := range c.msgs[:min(len(c.msgs), 8)] {
+				t.Logf("%s: message %d: %s %s", c.who, i, m.Topic, m.Payload)
+			}
 		}
 	}
 	if v, ok := b.Retained("gatewayd/gw/status"); !ok || string(v) != "online" {

@@ -251,6 +251,7 @@ type subscriber struct {
 func subscribe(t *testing.T, url, clientID, filter string) *subscriber {
 	t.Helper()
 	s := &subscriber{}
+	logs := &syncBuffer{}
 	b := config.Default().Broker
 	b.URLs = []string{url}
 	b.ClientID = clientID
@@ -263,7 +264,7 @@ func subscribe(t *testing.T, url, clientID, filter string) *subscriber {
 			s.msgs = append(s.msgs, m)
 			s.mu.Unlock()
 		},
-	}, slog.New(slog.DiscardHandler), metrics.New("sub"), metrics.NewLiveness(time.Hour))
+	}, slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), metrics.New("sub"), metrics.NewLiveness(time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -272,7 +273,12 @@ func subscribe(t *testing.T, url, clientID, filter string) *subscriber {
 	done := make(chan struct{})
 	go func() { defer close(done); sess.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
-	testbroker.Eventually(t, 10*time.Second, "subscriber connected", sess.Connected)
+	// Connected is not enough: the session subscribes in the background,
+	// and what the broker gets before it holds the subscription is not
+	// delivered to the subscriber. Its SUBACK is.
+	testbroker.Eventually(t, 10*time.Second, "subscriber subscribed", func() bool {
+		return strings.Contains(logs.String(), `"msg":"subscribed"`)
+	})
 	return s
 }
 

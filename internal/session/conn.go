@@ -105,12 +105,15 @@ type Conn struct {
 
 	lost     chan struct{}
 	lostOnce sync.Once
-	mu       sync.Mutex
-	err      error
+	// subscribed is closed when the connection's keepSubscribed has
+	// returned (it does soon after lost closes).
+	subscribed chan struct{}
+	mu         sync.Mutex
+	err        error
 }
 
 func newConn(url string, protocol int) *Conn {
-	return &Conn{url: url, protocol: protocol, lost: make(chan struct{})}
+	return &Conn{url: url, protocol: protocol, lost: make(chan struct{}), subscribed: make(chan struct{})}
 }
 
 // Publish sends one message. payload must not be modified afterwards (the

@@ -2,6 +2,7 @@ package session
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -398,6 +399,48 @@ func TestForgottenFiltersUnsubscribed(t *testing.T) {
 	})
 }
 
+// TestForgottenFilterWithoutSuback: a filter the broker took while its
+// SUBACK never reached gatewayd (the link froze, gatewayd stopped) is
+// remembered all the same, and unsubscribed at the next start once the
+// config no longer has it.
+func TestForgottenFilterWithoutSuback(t *testing.T) {
+	eachProtocol(t, func(t *testing.T, proto int) {
+		entered, release := make(chan struct{}), make(chan struct{})
+		var once sync.Once
+		b := testbroker.Start(t, testbroker.Options{OnSubscribe: func(id string, _ []string) {
+			if id == "gw" {
+				once.Do(func() { close(entered); <-release })
+			}
+		}})
+		p := testbroker.NewProxy(t, b.Addr())
+		dir := t.TempDir()
+		o := Options{Broker: brokerOptions(p.URL(), "gw"), Protocol: proto, StateDir: dir,
+			Subscriptions: []config.Subscription{{Topic: "a/#", QoS: 1}, {Topic: "b/#", QoS: 1}}}
+		o.Broker.Availability.Topic = ""
+		r := start(t, o)
+		r.conn()
+		<-entered
+		p.Blackhole() // the SUBACK stays in the proxy
+		close(release)
+		testbroker.Eventually(t, 10*time.Second, "a and b at the broker", func() bool {
+			return slices.Equal(b.Subscriptions("gw"), []string{"a/#", "b/#"})
+		})
+		r.stop()
+		if r.logs.count(`"msg":"subscribed"`) != 0 {
+			t.Fatal("the SUBACK came through")
+		}
+		o.Broker.URLs = []string{b.URL()} // takes the session over from the frozen link
+		o.Subscriptions = o.Subscriptions[:1]
+		r2 := start(t, o)
+		if !r2.conn().SessionPresent() {
+			t.Fatal("no session present")
+		}
+		testbroker.Eventually(t, 10*time.Second, "b unsubscribed", func() bool {
+			return slices.Equal(b.Subscriptions("gw"), []string{"a/#"})
+		})
+	})
+}
+
 // TestSubscribeRetriedOnTheSameConnection: a SUBSCRIBE that is not
 // answered in time is sent again, with backoff, without a reconnect.
 func TestSubscribeRetriedOnTheSameConnection(t *testing.T) {
@@ -453,12 +496,46 @@ func TestWebSocket(t *testing.T) {
 		r := start(t, Options{Broker: brokerOptions(b.URL(), "gw"), Protocol: proto,
 			Subscriptions: []config.Subscription{{Topic: "in/#", QoS: 1}}})
 		c := r.conn()
+		subscribed(t, b, "gw", "in/#")
 		for range 50 {
 			if err := publish(t, c, "in/x", 1, false, 0, "ws"); err != nil {
 				t.Fatal(err)
 			}
 		}
 		testbroker.Eventually(t, 10*time.Second, "50 back over ws://", func() bool { return len(r.messages()) == 50 })
+	})
+}
+
+// TestWebSocketPingWhilePublishing: over WebSocket, keepalive pings go
+// out while publishes do (QoS 0: no acknowledgement comes back, so the
+// client pings every keepalive although it sends), and neither breaks
+// the connection nor races with the other (run with -race). A gorilla
+// WebSocket takes one writer at a time, its write deadline included;
+// paho.mqtt.golang pings from its own goroutine.
+func TestWebSocketPingWhilePublishing(t *testing.T) {
+	eachProtocol(t, func(t *testing.T, proto int) {
+		b := testbroker.Start(t, testbroker.Options{WebSocket: true})
+		o := brokerOptions(b.URL(), "gw")
+		o.Keepalive = config.Duration(time.Second)
+		o.Availability.Topic = ""
+		r := start(t, Options{Broker: o, Protocol: proto})
+		c := r.conn()
+		n := 0
+		for end := time.Now().Add(3 * time.Second); time.Now().Before(end); n++ {
+			tok := c.Publish("ws/x", 0, false, []byte("p"))
+			select {
+			case <-tok.Done():
+			case <-c.Lost():
+				t.Fatalf("connection lost after %d publishes: %v", n, c.Err())
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+		testbroker.Eventually(t, 10*time.Second, fmt.Sprint(n, " at the broker"), func() bool {
+			return len(b.Messages(func(s string) bool { return s == "ws/x" })) == n
+		})
+		if lost := value(r.m.MQTTConnectionLost); lost != 0 {
+			t.Errorf("%v connections lost", lost)
+		}
 	})
 }
 

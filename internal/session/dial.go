@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"sync"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
@@ -55,9 +56,44 @@ func dialRaw(ctx context.Context, u *url.URL, tc *tls.Config) (net.Conn, error) 
 		ws.User = nil
 		// paho.mqtt.golang's WebSocket adapter (gorilla/websocket, the
 		// "mqtt" subprotocol) serves MQTT 5 as well as 3.1.1.
-		return mqtt.NewWebsocket(ws.String(), tc, timeout, nil, nil)
+		c, err := mqtt.NewWebsocket(ws.String(), tc, timeout, nil, nil)
+		if err != nil {
+			return nil, err
+		}
+		return &wsConn{Conn: c}, nil
 	}
 	return nil, fmt.Errorf("unsupported scheme %q", u.Scheme)
+}
+
+// wsConn makes a WebSocket connection's write deadline one of its writes.
+// A gorilla WebSocket takes one writer at a time, and its
+// SetWriteDeadline is a write (a field its writes read, unlike a TCP
+// socket's); paho.mqtt.golang's adapter locks Write but not
+// SetWriteDeadline, and paho sets the deadline in its sending goroutine
+// while its keepalive goroutine writes a PINGREQ: a data race, and a torn
+// deadline for the ping's write.
+type wsConn struct {
+	net.Conn
+	mu sync.Mutex // one writer: Write, SetWriteDeadline
+}
+
+func (c *wsConn) Write(b []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.Conn.Write(b)
+}
+
+func (c *wsConn) SetWriteDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.Conn.SetWriteDeadline(t)
+}
+
+func (c *wsConn) SetDeadline(t time.Time) error {
+	if err := c.Conn.SetReadDeadline(t); err != nil {
+		return err
+	}
+	return c.SetWriteDeadline(t)
 }
 
 // hostPort is the URL's host:port, with the scheme's default port.

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -153,6 +154,18 @@ func (r *running) conn() *Conn {
 		return c != nil && !c.isLost()
 	})
 	return c
+}
+
+// subscribed waits until the broker holds filter for clientID. A session
+// requests its subscriptions in the background, after the CONNACK: a
+// message published before the broker has the subscription is delivered
+// to no one, so a test that publishes what its own session should get
+// waits for this first.
+func subscribed(t *testing.T, b *testbroker.Broker, clientID, filter string) {
+	t.Helper()
+	testbroker.Eventually(t, 10*time.Second, "subscribed to "+filter, func() bool {
+		return slices.Contains(b.Subscriptions(clientID), filter)
+	})
 }
 
 // publish publishes and waits for the outcome.

@@ -2,6 +2,7 @@ package session
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -243,15 +244,26 @@ func TestQoS2BothWays(t *testing.T) {
 	eachProtocol(t, func(t *testing.T, proto int) {
 		b := testbroker.Start(t, testbroker.Options{})
 		var mu sync.Mutex
-		n := 0
+		got := map[string]int{}
 		r := start(t, Options{Broker: brokerOptions(b.URL(), "gw"), Protocol: proto,
-			Subscriptions: []config.Subscription{{Topic: "in/#", QoS: 2}}, OnMessage: func(Message) { mu.Lock(); n++; mu.Unlock() }})
+			Subscriptions: []config.Subscription{{Topic: "in/#", QoS: 2}},
+			OnMessage:     func(m Message) { mu.Lock(); got[string(m.Payload)]++; mu.Unlock() }})
 		c := r.conn()
-		for range 20 {
-			if err := publish(t, c, "in/x", 2, false, 0, "q2"); err != nil {
+		// The subscription is requested in the background: a message
+		// published before the broker has it is not delivered to anyone.
+		subscribed(t, b, "gw", "in/#")
+		for i := range 20 {
+			if err := publish(t, c, "in/x", 2, false, 0, fmt.Sprint("q", i)); err != nil {
 				t.Fatal(err)
 			}
 		}
-		testbroker.Eventually(t, 10*time.Second, "20 received", func() bool { mu.Lock(); defer mu.Unlock(); return n == 20 })
+		testbroker.Eventually(t, 10*time.Second, "20 received", func() bool { mu.Lock(); defer mu.Unlock(); return len(got) == 20 })
+		mu.Lock()
+		defer mu.Unlock()
+		for i := range 20 {
+			if n := got[fmt.Sprint("q", i)]; n != 1 {
+				t.Errorf("q%d received %d times", i, n)
+			}
+		}
 	})
 }

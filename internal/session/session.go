@@ -63,8 +63,9 @@ type Options struct {
 	Handlers []Handler
 	// OnConnect, when set, is called with every new connection before
 	// Current returns it to anyone, after the birth message was sent and
-	// the subscriptions requested: what it publishes reaches the broker
-	// before the first reading of that connection. It may block (Current
+	// the subscriptions requested (in the background: the broker may not
+	// have them yet): what it publishes reaches the broker before the
+	// first reading of that connection. It may block (Current
 	// waits), and may publish and wait for acknowledgements; it must
 	// return when the connection is lost.
 	OnConnect func(*Conn)
@@ -251,6 +252,7 @@ func (s *Session) Run(ctx context.Context) error {
 			continue
 		}
 		s.setConn(nil)
+		s.subscriptionsEnded(conn)
 		s.m.MQTTConnectionLost.Inc()
 		if time.Since(conn.since) >= stableAfter {
 			failures = 0
@@ -302,7 +304,10 @@ func (s *Session) connected(conn *Conn, o *Options) {
 			}
 		}()
 	}
-	go s.keepSubscribed(conn, o.Broker.CleanSession)
+	go func() {
+		defer close(conn.subscribed)
+		s.keepSubscribed(conn, o.Broker.CleanSession)
+	}()
 	if o.OnConnect != nil {
 		o.OnConnect(conn)
 	}
@@ -449,7 +454,23 @@ func (s *Session) shutdown(c *Conn, o *Options) {
 	c.markLost(errors.New("shut down"))
 	s.setConn(nil)
 	c.client.disconnect()
+	s.subscriptionsEnded(c)
 	s.log.Info("disconnected", "broker", c.url)
+}
+
+// subscriptionsEnded waits until the subscriptions of c, a connection
+// marked lost, are no longer kept, so that what they remember is settled
+// before the next connection (or Run's return) and nothing of c changes it
+// later. keepSubscribed returns as soon as its request sees the
+// connection lost; the bound is for a write stuck on a dead link.
+func (s *Session) subscriptionsEnded(c *Conn) {
+	t := time.NewTimer(5 * time.Second)
+	defer t.Stop()
+	select {
+	case <-c.subscribed:
+	case <-t.C:
+		s.log.Warn("the subscriptions of a lost connection did not end within 5s", "broker", c.url)
+	}
 }
 
 func (s *Session) publishOffline(c *Conn, o *Options) {

@@ -157,11 +157,25 @@ func (s *Session) keepSubscribed(c *Conn, clean bool) {
 }
 
 // subscribe sends one SUBSCRIBE for add and records the outcome.
+//
+// The filters are remembered as held before the request goes out: the
+// broker may handle the SUBSCRIBE and the connection end before its
+// SUBACK is read (a shutdown, a lost link), and a filter the broker holds
+// but gatewayd does not remember would never be unsubscribed. One
+// remembered but not held costs an UNSUBSCRIBE the broker answers "no
+// subscription existed".
 func (s *Session) subscribe(c *Conn, id string, add []Filter, done map[string]byte, timeout time.Duration) error {
+	topics := make([]string, len(add))
+	for i, f := range add {
+		topics[i] = f.Topic
+	}
+	fresh := s.subs.add(id, topics) // those not remembered before
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	codes, err := c.client.subscribe(lostContext(ctx, c), add)
 	if err != nil {
+		// Lost or unanswered, the broker may hold them: they stay
+		// remembered, and the next request (or connection) settles it.
 		if c.isLost() {
 			return err // the next connection subscribes again
 		}
@@ -172,11 +186,12 @@ func (s *Session) subscribe(c *Conn, id string, add []Filter, done map[string]by
 			for _, f := range add {
 				done[f.Topic] = f.QoS // the same request would fail the same way
 			}
+			s.subs.remove(id, fresh) // not sent, or refused whole
 			s.log.Error("subscribe failed", "err", err)
 		}
 		return err
 	}
-	var ok []string
+	var refused []string
 	for i, f := range add {
 		done[f.Topic] = f.QoS
 		if code := codes[i]; code >= 0x80 {
@@ -188,12 +203,16 @@ func (s *Session) subscribe(c *Conn, id string, add []Filter, done map[string]by
 			// the line.
 			s.log.Error("the broker refused a subscription", attrs...)
 			s.m.MQTTSubscribeFailures.WithLabelValues(f.Topic).Inc()
+			if slices.Contains(fresh, f.Topic) {
+				refused = append(refused, f.Topic)
+			}
 			continue
 		}
-		ok = append(ok, f.Topic)
 		s.log.Debug("subscribed", "subscription", f.Topic, "granted_qos", codes[i])
 	}
-	s.subs.add(id, ok)
+	if len(refused) > 0 {
+		s.subs.remove(id, refused)
+	}
 	return nil
 }
 
@@ -314,23 +333,27 @@ func (h *subscriptions) list(id string, done map[string]byte) []string {
 	return out
 }
 
-func (h *subscriptions) add(id string, filters []string) {
+// add remembers filters as held and returns those it did not hold.
+func (h *subscriptions) add(id string, filters []string) (added []string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.forLocked(id)
-	changed := false
 	for _, f := range filters {
 		if !h.held[f] {
 			h.held[f] = true
-			changed = true
+			added = append(added, f)
 		}
 	}
-	if changed {
+	if len(added) > 0 {
 		h.saveLocked()
 	}
+	return added
 }
 
 func (h *subscriptions) remove(id string, filters []string) {
+	if len(filters) == 0 {
+		return
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.forLocked(id)

@@ -73,5 +73,6 @@ func (s *Session) reconnectForUpdate(c *Conn, old *Options) {
 	c.markLost(errors.New("reconnecting with new settings"))
 	s.setConn(nil)
 	c.client.disconnect()
+	s.subscriptionsEnded(c)
 	s.log.Info("reconnecting with the new broker settings", "broker", c.url)
 }
