@@ -102,7 +102,16 @@ func (b *bench) throughput() error {
 
 	sc := "throughput, same rate (" + describe(o.sensors, o.interval) + ")"
 	b.add(row{scenario: sc, figure: "readings/s delivered", unit: "readings/s", gw: gw.v(rate), paho: pa.v(rate), py: py.v(rate)})
-	b.add(row{scenario: sc, figure: "CPU per 100k readings", unit: "s/100k", gw: gw.v(cpu), paho: pa.v(cpu), py: py.v(cpu)})
+	// Issue 9's goal: at most 0.35x the CPU per reading of the bare paho
+	// publisher at the same rate. The issue's figures ("0.51–0.58x" before
+	// the change) are those of the Python publisher, so that is the
+	// baseline; without Python the figure has no verdict.
+	cpuRow := row{scenario: sc, figure: "CPU per 100k readings", unit: "s/100k", gw: gw.v(cpu), paho: pa.v(cpu), py: py.v(cpu)}
+	if py.ok() {
+		b.goal(cpuRow, gw.ok() && gw.v(cpu) <= 0.35*py.v(cpu), "<= 0.35x python")
+	} else {
+		b.add(cpuRow)
+	}
 	b.add(row{scenario: sc, figure: "peak RSS", unit: "MiB", gw: gw.v(peak), paho: pa.v(peak), py: py.v(peak)})
 	b.add(row{scenario: sc, figure: "latency p50 (reading time to delivery)", unit: "ms", gw: gw.v(p50), paho: pa.v(p50), py: py.v(p50)})
 	b.add(row{scenario: sc, figure: "latency p99", unit: "ms", gw: gw.v(p99), paho: pa.v(p99), py: py.v(p99)})
@@ -140,7 +149,7 @@ func (b *bench) throughput() error {
 	}
 	sc = fmt.Sprintf("throughput, saturated (gatewayd offered %s)", describe(n, iv))
 	for _, disk := range []bool{false, true} {
-		g, buf, need := gmem, "memory", 0.90
+		g, buf, need := gmem, "memory", 0.95 // issue 9: the broker's ceiling
 		if disk {
 			if !o.disk {
 				continue

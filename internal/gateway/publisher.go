@@ -30,7 +30,8 @@ type Publisher struct {
 	stall atomic.Int64 // ns: an ack that takes longer means a dead link (SetStall)
 
 	slots    chan struct{} // one per publish awaiting its acknowledgement
-	freed    chan struct{} // a value after a slot was freed
+	freed    chan struct{} // a value after a slot was freed and at most wakeAt remain taken
+	wakeAt   atomic.Int64  // -1 while the sender does not wait for slots
 	inflight chan flight
 	refusals refusalLog
 }
@@ -52,6 +53,7 @@ const batchSize = 64
 func NewPublisher(q spool.Queue, sess *session.Session, maxInflight int, stall time.Duration, m *metrics.Metrics, log *slog.Logger, live *metrics.Liveness) *Publisher {
 	p := &Publisher{q: q, sess: sess, m: m, log: log, live: live,
 		slots: make(chan struct{}, maxInflight), freed: make(chan struct{}, 1), inflight: make(chan flight, maxInflight)}
+	p.wakeAt.Store(-1)
 	p.SetStall(stall)
 	return p
 }
@@ -115,20 +117,31 @@ func (p *Publisher) sender(ctx context.Context) {
 			}
 			continue
 		}
+		now := time.Now() // one clock read a batch; again after waiting
 	batch:
 		for i := range recs {
 			r := &recs[i]
 			// Take a slot before publishing, so that at most limit
 			// publishes are ever unacknowledged. Only the sender adds
 			// slots, so below limit (<= cap) the send cannot block.
-			for len(p.slots) >= limit {
-				select {
-				case <-p.freed:
-				case <-conn.Lost():
-					break batch
-				case <-ctx.Done():
-					return
+			// A full window waits until an eighth of it is free: the
+			// acker wakes the sender once for that many acks, not for
+			// each, and the publishes go out together.
+			if len(p.slots) >= limit {
+				low := limit - max(1, limit/8)
+				p.wakeAt.Store(int64(low))
+				for len(p.slots) > low {
+					select {
+					case <-p.freed:
+					case <-conn.Lost():
+						p.wakeAt.Store(-1)
+						break batch
+					case <-ctx.Done():
+						return
+					}
 				}
+				p.wakeAt.Store(-1)
+				now = time.Now()
 			}
 			p.slots <- struct{}{}
 			flags := session.Expiring
@@ -142,7 +155,7 @@ func (p *Publisher) sender(ctx context.Context) {
 				maxSent = r.ID
 			}
 			cursor = r.ID
-			p.inflight <- flight{id: r.ID, topic: r.Topic, tok: tok, conn: conn, sent: time.Now()} // never blocks: slots bound it
+			p.inflight <- flight{id: r.ID, topic: r.Topic, tok: tok, conn: conn, sent: now} // never blocks: slots bound it
 		}
 		clear(recs) // drop references to payloads that may be acked soon
 	}
@@ -152,8 +165,9 @@ func (p *Publisher) sender(ctx context.Context) {
 // the order a broker answers in.
 func (p *Publisher) acker(ctx context.Context) {
 	defer p.live.Done("publisher-acks")
-	stall := time.NewTimer(time.Hour)
-	defer stall.Stop()
+	st := &stallTimer{t: time.NewTimer(time.Hour)}
+	st.t.Stop()
+	defer st.t.Stop()
 	beat := time.NewTicker(metrics.BeatInterval)
 	defer beat.Stop()
 	for {
@@ -161,11 +175,13 @@ func (p *Publisher) acker(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case f := <-p.inflight:
-			ok := p.await(ctx, f, stall, beat)
+			ok := p.await(ctx, f, st, beat)
 			<-p.slots
-			select {
-			case p.freed <- struct{}{}:
-			default:
+			if int64(len(p.slots)) <= p.wakeAt.Load() {
+				select {
+				case p.freed <- struct{}{}:
+				default:
+				}
 			}
 			if !ok {
 				return
@@ -176,10 +192,29 @@ func (p *Publisher) acker(ctx context.Context) {
 	}
 }
 
+// stallTimer fires when the publish awaited may have waited too long. It is
+// armed once and left running across publishes that are acknowledged in
+// time (flights are awaited in the order sent, so a deadline armed for an
+// earlier one is never later than the current one's); when it fires, the
+// current publish's age decides.
+type stallTimer struct {
+	t     *time.Timer
+	armed bool
+}
+
 // await waits for one publish; false when ctx ended.
-func (p *Publisher) await(ctx context.Context, f flight, stall *time.Timer, beat *time.Ticker) bool {
+func (p *Publisher) await(ctx context.Context, f flight, stall *stallTimer, beat *time.Ticker) bool {
+	select {
+	case <-f.tok.Done(): // acknowledged already: no clock, no timer
+		p.settle(f)
+		return true
+	default:
+	}
 	wait := time.Duration(p.stall.Load())
-	stall.Reset(max(0, wait-time.Since(f.sent)))
+	if !stall.armed {
+		stall.t.Reset(max(0, wait-time.Since(f.sent)))
+		stall.armed = true
+	}
 	for {
 		select {
 		case <-f.tok.Done():
@@ -192,7 +227,14 @@ func (p *Publisher) await(ctx context.Context, f flight, stall *time.Timer, beat
 			}
 			p.m.MQTTPublishFailures.Inc() // kept, and sent again on the next connection
 			return true
-		case <-stall.C:
+		case <-stall.t.C:
+			stall.armed = false
+			wait = time.Duration(p.stall.Load())
+			if left := wait - time.Since(f.sent); left > 0 {
+				stall.t.Reset(left) // armed for an earlier publish
+				stall.armed = true
+				continue
+			}
 			// One warning per stall: the other publishes in flight on
 			// the same connection find it lost already.
 			if !isClosed(f.conn.Lost()) {

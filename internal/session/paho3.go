@@ -10,6 +10,7 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/eclipse/paho.mqtt.golang/packets"
 )
 
 // client3 is an MQTT 3.1.1 connection through paho.mqtt.golang: one paho
@@ -59,7 +60,7 @@ func connect3(ctx context.Context, p *connectParams) (client, connack, error) {
 		SetAutoReconnect(false).
 		SetConnectRetry(false).
 		SetOrderMatters(true).
-		SetStore(mqtt.NewMemoryStore()).
+		SetStore(noStore{}).
 		SetCustomOpenConnectionFn(func(u *url.URL, _ mqtt.ClientOptions) (net.Conn, error) {
 			nc, err := dial(ctx, u, p.tls, writeTimeout(p))
 			if err != nil {
@@ -171,3 +172,19 @@ func (c *client3) close() {
 	}
 	go c.c.Disconnect(0)
 }
+
+// noStore is paho's message store for a client that lives for one
+// connection: paho keeps every QoS 1 and 2 publish in its store until the
+// acknowledgement, only to send them again when the same client resumes a
+// session. A client here never resumes (the publisher sends again, in
+// order, what the spool still holds), so the store keeps nothing and saves
+// a map insert and delete, under a lock, per publish.
+type noStore struct{}
+
+func (noStore) Open()                             {}
+func (noStore) Put(string, packets.ControlPacket) {}
+func (noStore) Get(string) packets.ControlPacket  { return nil }
+func (noStore) All() []string                     { return nil }
+func (noStore) Del(string)                        {}
+func (noStore) Close()                            {}
+func (noStore) Reset()                            {}
