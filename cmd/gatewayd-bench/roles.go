@@ -123,7 +123,7 @@ func runPaho(ctx context.Context, args []string) error {
 	return err
 }
 
-// runGatewayd is the daemon as cmd/gatewayd runs it (config.Load, app.New,
+// runGatewayd is the daemon as cmd/gatewayd runs it (config.Load, app.OneThread, app.New,
 // App.Run until SIGTERM; no systemd notification), with a CPU profile of
 // the whole run written to -cpuprofile.
 func runGatewayd(ctx context.Context, args []string) error {
@@ -148,6 +148,7 @@ func runGatewayd(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	app.OneThread(cfg, os.Getenv)
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(cfg.Log.Level))
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"runtime"
 	"syscall"
 	"time"
 
@@ -27,7 +26,7 @@ import (
 // shutdown begins.
 func runDaemon(cfg *config.Config, logs *logging.Switch, path string) error {
 	log := logs.Logger()
-	if n, set := oneThread(cfg, os.Getenv); set {
+	if n, set := app.OneThread(cfg, os.Getenv); set {
 		log.Debug("goroutines run on one thread (GOMAXPROCS=1); set GOMAXPROCS to change", "cpus", n)
 	}
 	hup := make(chan os.Signal, 1)
@@ -126,20 +125,4 @@ func watchdog(ctx context.Context, live *metrics.Liveness, log *slog.Logger) {
 			daemon.SdNotify(false, daemon.SdNotifyWatchdog)
 		}
 	}
-}
-
-// oneThread runs the daemon's Go code on one thread at a time
-// (GOMAXPROCS=1) unless the environment sets GOMAXPROCS or the embedded
-// broker serves other clients. gatewayd waits on the network: a reading
-// costs it about 10 µs of CPU, so one core carries far more than a broker
-// takes, and on one thread a reading's way through its goroutines (the
-// publisher, paho's writer and reader, the socket's flusher) needs no
-// wake-up of another thread, which cost a fifth of its CPU at 4,000
-// readings/s (docs/PERFORMANCE.md). A system call that blocks (fsync,
-// serial I/O) still hands the thread on, as Go always does.
-func oneThread(cfg *config.Config, getenv func(string) string) (prev int, set bool) {
-	if getenv("GOMAXPROCS") != "" || cfg.EmbeddedBroker.Enabled {
-		return runtime.GOMAXPROCS(0), false
-	}
-	return runtime.GOMAXPROCS(1), true
 }

@@ -1,4 +1,4 @@
-package main
+package app
 
 import (
 	"runtime"
@@ -19,15 +19,15 @@ func TestOneThread(t *testing.T) {
 		}
 	}
 	runtime.GOMAXPROCS(2)
-	if _, set := oneThread(&config.Config{}, env("2")); set || runtime.GOMAXPROCS(0) != 2 {
+	if _, set := OneThread(&config.Config{}, env("2")); set || runtime.GOMAXPROCS(0) != 2 {
 		t.Fatalf("GOMAXPROCS in the environment: changed to %d", runtime.GOMAXPROCS(0))
 	}
 	withBroker := &config.Config{}
 	withBroker.EmbeddedBroker.Enabled = true
-	if _, set := oneThread(withBroker, env("")); set || runtime.GOMAXPROCS(0) != 2 {
+	if _, set := OneThread(withBroker, env("")); set || runtime.GOMAXPROCS(0) != 2 {
 		t.Fatalf("embedded broker: changed to %d", runtime.GOMAXPROCS(0))
 	}
-	if prev, set := oneThread(&config.Config{}, env("")); !set || prev != 2 || runtime.GOMAXPROCS(0) != 1 {
+	if prev, set := OneThread(&config.Config{}, env("")); !set || prev != 2 || runtime.GOMAXPROCS(0) != 1 {
 		t.Fatalf("default: set %v, prev %d, now %d; want true, 2, 1", set, prev, runtime.GOMAXPROCS(0))
 	}
 }
