@@ -33,6 +33,7 @@ func TestGuaranteesOnMQTT5(t *testing.T) {
 		{"LastWillOnLostLink", TestLastWillOnLostLink},
 		{"MetricsEndpoint", TestMetricsEndpoint},
 		{"DurableBufferAcrossRestart", TestDurableBufferAcrossRestart},
+		{"ReloadReconnectKeepsOrder", TestReloadReconnectKeepsOrder},
 	} {
 		t.Run(tc.name, tc.test)
 	}

@@ -32,6 +32,9 @@ import (
 // so that the client's reader notices at once. Writers block while
 // maxPending bytes wait (as they would on a full socket), and a write that
 // cannot complete within writeTimeout fails the connection.
+//
+// After lingerOnClose (a clean disconnect), Close leaves the closing to
+// the broker: see there.
 type bufConn struct {
 	net.Conn
 	r            *bufio.Reader
@@ -47,6 +50,12 @@ type bufConn struct {
 	closed   bool
 	wake     chan struct{}
 	done     chan struct{} // closed when the flusher returned
+
+	linger    time.Duration // set by lingerOnClose
+	lingering bool          // Close left the closing to the peer
+	rerr      error         // the first failed read
+	endOnce   sync.Once
+	ended     chan struct{} // closed when the network connection is closed
 
 	// flushes and writes count the network writes and the client's
 	// Writes, for tests.
@@ -65,6 +74,10 @@ const (
 	// closeFlushWait bounds how long Close waits for the pending bytes
 	// (a DISCONNECT, say) to leave.
 	closeFlushWait = time.Second
+	// closeLinger bounds how long a clean disconnect waits for the
+	// broker to close the connection after the DISCONNECT
+	// (lingerOnClose).
+	closeLinger = time.Second
 )
 
 func newBufConn(c net.Conn, writeTimeout time.Duration) *bufConn {
@@ -74,6 +87,7 @@ func newBufConn(c net.Conn, writeTimeout time.Duration) *bufConn {
 		writeTimeout: writeTimeout,
 		wake:         make(chan struct{}, 1),
 		done:         make(chan struct{}),
+		ended:        make(chan struct{}),
 	}
 	b.drained = sync.NewCond(&b.mu)
 	go b.flusher()
@@ -81,7 +95,21 @@ func newBufConn(c net.Conn, writeTimeout time.Duration) *bufConn {
 }
 
 // Read reads through the buffer. The clients read from one goroutine.
-func (b *bufConn) Read(p []byte) (int, error) { return b.r.Read(p) }
+func (b *bufConn) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if err != nil {
+		b.mu.Lock()
+		if b.rerr == nil {
+			b.rerr = err
+		}
+		lingering := b.lingering
+		b.mu.Unlock()
+		if lingering {
+			b.end() // the broker closed it (or the linger ran out)
+		}
+	}
+	return n, err
+}
 
 // errClosed is the error of a Write after Close: net.ErrClosed, as a
 // closed net.Conn answers. paho.mqtt.golang writes after closing the
@@ -147,7 +175,7 @@ func (b *bufConn) flushLocked() {
 	if err != nil && b.werr == nil {
 		b.werr = err
 		// The reader fails too, and the client reports the loss.
-		b.Conn.Close()
+		b.end()
 	}
 	b.drained.Broadcast()
 }
@@ -200,24 +228,83 @@ func (b *bufConn) SetDeadline(t time.Time) error { return b.Conn.SetReadDeadline
 func (b *bufConn) SetWriteDeadline(time.Time) error { return nil }
 
 // Close lets the pending bytes leave (a DISCONNECT before the close, as
-// MQTT wants), for at most closeFlushWait, then closes the connection.
+// MQTT wants), for at most closeFlushWait, then closes the connection; or,
+// after lingerOnClose, lingers.
 func (b *bufConn) Close() error {
-	if b.markClosed() {
-		t := time.NewTimer(closeFlushWait)
-		defer t.Stop()
-		select {
-		case <-b.done:
-		case <-t.C:
+	if !b.markClosed() {
+		b.mu.Lock()
+		linger := b.linger > 0
+		b.mu.Unlock()
+		if linger {
+			return nil // a client closing twice: the first Close (or abort) ends it
 		}
+		return b.end()
 	}
-	return b.Conn.Close()
+	t := time.NewTimer(closeFlushWait)
+	defer t.Stop()
+	select {
+	case <-b.done:
+	case <-t.C:
+		return b.end()
+	}
+	b.mu.Lock()
+	linger := b.linger > 0 && b.werr == nil && b.rerr == nil
+	b.lingering = linger
+	b.mu.Unlock()
+	if !linger {
+		return b.end()
+	}
+	// The broker handles a connection's packets in order, the DISCONNECT
+	// last, and then closes it: once it did, it is done with everything
+	// sent on this connection. The client's reader goes on reading (the
+	// acknowledgements still on their way) until then.
+	if cw, ok := b.Conn.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite() // so that a broker that waits for the client's close sees it
+	}
+	time.AfterFunc(b.linger, func() { b.end() })
+	return nil
+}
+
+// lingerOnClose makes Close, after the pending bytes left, wait for the
+// peer to close the connection, at most d, instead of closing it at once:
+// for a clean disconnect, whose DISCONNECT the broker answers by closing
+// the connection once it handled everything that came before. (mochi, the
+// embedded broker too, sends a PUBACK before it delivers the message; a
+// new connection that published at once could overtake it.) waitEnded
+// waits for the close.
+func (b *bufConn) lingerOnClose(d time.Duration) {
+	b.mu.Lock()
+	b.linger = d
+	b.mu.Unlock()
+}
+
+// waitEnded waits until the network connection is closed, at most d, and
+// then closes it.
+func (b *bufConn) waitEnded(d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-b.ended:
+	case <-t.C:
+		b.abort()
+	}
+}
+
+// end closes the network connection.
+func (b *bufConn) end() error {
+	err := net.ErrClosed
+	b.endOnce.Do(func() {
+		err = b.Conn.Close()
+		close(b.ended)
+	})
+	return err
 }
 
 // abort closes the connection at once, dropping what is pending: for a
 // connection declared dead.
 func (b *bufConn) abort() {
 	b.markClosed()
-	b.Conn.Close()
+	b.end()
 }
 
 // markClosed stops the Writes and tells the flusher to end once the

@@ -265,3 +265,56 @@ func TestBufConnAbortIsImmediate(t *testing.T) {
 		t.Fatal("a writer blocked behind maxPending stayed blocked after abort")
 	}
 }
+
+// After lingerOnClose, Close sends what is pending and half-closes; the
+// connection stays open for reading (what the broker still sends arrives)
+// until the peer closes it, also when the client closes it twice (paho
+// does); a peer that never closes is given closeLinger.
+func TestBufConnLingersUntilThePeerCloses(t *testing.T) {
+	c, s := tcpPair(t)
+	b := newBufConn(c, time.Minute)
+	b.lingerOnClose(closeLinger)
+	read := make(chan []byte, 1)
+	go func() { // the client's reader
+		got, _ := io.ReadAll(b)
+		read <- got
+	}()
+	if _, err := b.Write([]byte("DISCONNECT")); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	s.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if got, err := io.ReadAll(s); err != nil || string(got) != "DISCONNECT" {
+		t.Fatalf("the peer read %q, %v: want the pending bytes, then the half-close", got, err)
+	}
+	select {
+	case <-b.ended:
+		t.Fatal("closed before the peer closed")
+	default:
+	}
+	s.Write([]byte("PUBACK"))
+	s.Close()
+	select {
+	case <-b.ended:
+	case <-time.After(closeLinger / 2):
+		t.Fatal("not closed when the peer closed")
+	}
+	if got := <-read; string(got) != "PUBACK" {
+		t.Errorf("the client read %q after its Close", got)
+	}
+
+	// A peer that does not close.
+	c, _ = tcpPair(t)
+	b = newBufConn(c, time.Minute)
+	b.lingerOnClose(closeLinger)
+	go io.Copy(io.Discard, b)
+	start := time.Now()
+	b.Close()
+	b.waitEnded(closeFlushWait + closeLinger)
+	if d := time.Since(start); d < closeLinger || d > closeLinger+closeFlushWait {
+		t.Errorf("lingered %s for a peer that stays, want closeLinger (%s)", d, closeLinger)
+	}
+}

@@ -24,7 +24,11 @@ type client interface {
 	// unsubscribe sends one UNSUBSCRIBE and waits for its UNSUBACK.
 	unsubscribe(ctx context.Context, filters []string) error
 	// disconnect ends the connection cleanly with a DISCONNECT, so that the
-	// broker drops the will.
+	// broker drops the will, and returns once the broker closed the
+	// connection (at most closeLinger after the DISCONNECT left): it then
+	// handled everything sent before, and a next connection cannot
+	// overtake a message of this one that it acknowledged but had not
+	// delivered yet.
 	disconnect()
 	// close drops the network connection without a DISCONNECT (the broker
 	// then publishes the will).

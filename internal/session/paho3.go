@@ -161,7 +161,18 @@ func errNoAnswer(ctx context.Context) error {
 // errTimeout: the broker did not answer a request in time.
 var errTimeout = errors.New("no answer from the broker in time")
 
-func (c *client3) disconnect() { c.c.Disconnect(250) }
+func (c *client3) disconnect() {
+	c.mu.Lock()
+	nc := c.nc
+	c.mu.Unlock()
+	if nc != nil {
+		nc.lingerOnClose(closeLinger)
+	}
+	c.c.Disconnect(250)
+	if nc != nil {
+		nc.waitEnded(closeFlushWait + closeLinger)
+	}
+}
 
 func (c *client3) close() {
 	c.mu.Lock()

@@ -315,15 +315,16 @@ func (c *client5) unsubscribe(ctx context.Context, filters []string) error {
 }
 
 func (c *client5) disconnect() {
+	c.raw.lingerOnClose(closeLinger)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		c.pc.Disconnect(&paho.Disconnect{ReasonCode: 0})
 	}()
-	select {
+	c.raw.waitEnded(closeFlushWait + closeLinger)
+	select { // paho.golang's goroutines end with the connection
 	case <-done:
 	case <-time.After(time.Second):
-		c.raw.abort()
 	}
 }
 

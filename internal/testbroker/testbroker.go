@@ -50,6 +50,13 @@ type Options struct {
 	// OnPublish, when set, is called with each PUBLISH of a client before
 	// the broker handles it; it may block (holding the acknowledgement).
 	OnPublish func(clientID, topic string)
+	// AfterAck, when set, is called with each QoS 1 PUBLISH of a client
+	// after the broker sent its PUBACK and before it delivers the message
+	// to the subscribers and records it (mochi acknowledges first, from
+	// the connection's own goroutine). It may block, holding back the
+	// delivery but not the acknowledgement, nor the other connections: a
+	// broker that lags behind the PUBACKs it sent.
+	AfterAck func(clientID, topic string, payload []byte)
 }
 
 // Connect is one CONNECT the broker accepted.
@@ -243,6 +250,9 @@ type hook struct {
 	mu       sync.Mutex
 	msgs     []Message
 	connects []Connect
+	// acking is the QoS 1 PUBLISH each connection is handling, between
+	// OnPublish and OnPublished (for AfterAck).
+	acking map[*mqtt.Client]packets.Packet
 }
 
 // Connects returns the CONNECTs accepted so far (since Start, across
@@ -302,7 +312,7 @@ func (h *hook) ID() string { return "testbroker" }
 
 func (h *hook) Provides(b byte) bool {
 	return bytes.Contains([]byte{mqtt.OnPublished, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck,
-		mqtt.OnConnect, mqtt.OnPacketEncode, mqtt.OnSubscribe, mqtt.OnPublish}, []byte{b})
+		mqtt.OnConnect, mqtt.OnPacketEncode, mqtt.OnSubscribe, mqtt.OnPublish, mqtt.OnQosComplete}, []byte{b})
 }
 
 func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
@@ -365,7 +375,31 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	if code, ok := h.opts.AckCodes[pk.TopicName]; ok && !cl.Net.Inline {
 		return pk, packets.Code{Code: code, Reason: "test broker"}
 	}
+	if h.opts.AfterAck != nil && !cl.Net.Inline && pk.FixedHeader.Qos == 1 {
+		h.mu.Lock()
+		if h.acking == nil {
+			h.acking = map[*mqtt.Client]packets.Packet{}
+		}
+		h.acking[cl] = pk
+		h.mu.Unlock()
+	}
 	return pk, nil
+}
+
+// OnQosComplete is called, among others, right after the PUBACK of a
+// client's QoS 1 PUBLISH was written, before its delivery.
+func (h *hook) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
+	h.mu.Lock()
+	pub, ok := h.acking[cl]
+	if ok && pub.PacketID == pk.PacketID && pk.FixedHeader.Type == packets.Puback {
+		delete(h.acking, cl)
+	} else {
+		ok = false
+	}
+	h.mu.Unlock()
+	if ok {
+		h.opts.AfterAck(cl.ID, pub.TopicName, pub.Payload)
+	}
 }
 
 func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
@@ -393,6 +427,7 @@ func (h *hook) OnPublished(cl *mqtt.Client, pk packets.Packet) {
 	}
 	h.mu.Lock()
 	h.msgs = append(h.msgs, m)
+	delete(h.acking, cl)
 	h.mu.Unlock()
 }
 
