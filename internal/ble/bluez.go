@@ -269,8 +269,7 @@ func (s *Scanner) sync(ctx context.Context, st *scan) error {
 	err := st.conn.BusObject().CallWithContext(cctx, busName+".GetNameOwner", 0, bluezName).Store(&owner)
 	cancel()
 	if err != nil {
-		var de dbus.Error
-		if errors.As(err, &de) && de.Name == "org.freedesktop.DBus.Error.NameHasNoOwner" {
+		if dbusErrorName(err) == "org.freedesktop.DBus.Error.NameHasNoOwner" {
 			if !st.saidNoBlueZ {
 				st.saidNoBlueZ = true
 				s.log.Warn("BlueZ is not running: no org.bluez on the D-Bus system bus; waiting for bluetoothd (systemctl start bluetooth)", "adapter", s.adapter)
