@@ -117,35 +117,18 @@ func bleReceiverKey(adapter string) string { return "ble " + adapter }
 // was heard, until ctx ends. A frame that must not be used (see
 // ble.FrameError) is counted through Env.Rejected.
 func (s *BLE) Run(ctx context.Context, emit func([]Reading)) error {
-	rs := s.receivers
-	if rs == nil { // a caller without a registry: this sensor's own scan
-		log := s.log
-		if log == nil {
-			log = slog.New(slog.DiscardHandler)
-		}
-		rs = NewReceivers(log)
-		defer rs.Close()
-	}
 	dec, err := ble.NewDecoder(s.address, s.key)
 	if err != nil {
 		return err
 	}
-	key := bleReceiverKey(s.adapter)
-	var sub *ble.Subscription
-	sc, leave, err := Join(rs, key, func() *ble.Scanner {
-		// Subscribed before the scan starts: its first advertisements are ours.
-		ns := ble.NewScanner(s.adapter, rs.log.With("receiver", key))
-		sub = ns.Subscribe(s.address)
-		return ns
-	})
+	sub, done, err := joinSubscribed(s.receivers, s.log, bleReceiverKey(s.adapter),
+		func(log *slog.Logger) *ble.Scanner { return ble.NewScanner(s.adapter, log) },
+		func(sc *ble.Scanner) *ble.Subscription { return sc.Subscribe(s.address) },
+		(*ble.Scanner).Unsubscribe)
 	if err != nil {
 		return err
 	}
-	defer leave()
-	if sub == nil {
-		sub = sc.Subscribe(s.address)
-	}
-	defer sc.Unsubscribe(sub)
+	defer done()
 	for {
 		select {
 		case <-ctx.Done():

@@ -73,6 +73,40 @@ func Join[R Receiver](rs *Receivers, key string, newReceiver func() R) (r R, lea
 	return r, func() { once.Do(func() { rs.leave(s) }) }, nil
 }
 
+// joinSubscribed joins the receiver under key, as Join does, and subscribes
+// to it: a receiver it starts (made by newReceiver with a logger that names
+// key) is subscribed to before it runs, so that its first messages are the
+// subscriber's. A push sensor without a registry (rs nil) gets one of its
+// own, logging to log. done unsubscribes, leaves and closes that registry.
+func joinSubscribed[R Receiver, S any](rs *Receivers, log *slog.Logger, key string, newReceiver func(*slog.Logger) R, subscribe func(R) S, unsubscribe func(R, S)) (sub S, done func(), err error) {
+	closeOwn := func() {}
+	if rs == nil {
+		if log == nil {
+			log = slog.New(slog.DiscardHandler)
+		}
+		rs = NewReceivers(log)
+		closeOwn = rs.Close
+	}
+	subscribed := false
+	r, leave, err := Join(rs, key, func() R {
+		nr := newReceiver(rs.log.With("receiver", key))
+		sub, subscribed = subscribe(nr), true
+		return nr
+	})
+	if err != nil {
+		closeOwn()
+		return sub, nil, err
+	}
+	if !subscribed {
+		sub = subscribe(r)
+	}
+	return sub, func() {
+		unsubscribe(r, sub)
+		leave()
+		closeOwn()
+	}, nil
+}
+
 // start runs r under key; rs.mu is held. A receiver of the same key that is
 // still stopping is waited for first, so that two never hold one device.
 func (rs *Receivers) start(key string, r Receiver) *shared {

@@ -144,31 +144,14 @@ func (s *RTL433) receiverKey() string {
 // command and emits its device's transmissions, each reading with the time
 // its line was read, until ctx ends.
 func (s *RTL433) Run(ctx context.Context, emit func([]Reading)) error {
-	rs := s.receivers
-	if rs == nil { // a caller without a registry: this sensor's own child
-		log := s.log
-		if log == nil {
-			log = slog.New(slog.DiscardHandler)
-		}
-		rs = NewReceivers(log)
-		defer rs.Close()
-	}
-	key := s.receiverKey()
-	var sub *rtlSubscriber
-	r, leave, err := Join(rs, key, func() *rtlReceiver {
-		// Subscribed before the child starts: its first lines are ours.
-		nr := newRTLReceiver(s.command, rs.log.With("receiver", key))
-		sub = nr.subscribe(s.model, s.id, s.channel)
-		return nr
-	})
+	sub, done, err := joinSubscribed(s.receivers, s.log, s.receiverKey(),
+		func(log *slog.Logger) *rtlReceiver { return newRTLReceiver(s.command, log) },
+		func(r *rtlReceiver) *rtlSubscriber { return r.subscribe(s.model, s.id, s.channel) },
+		(*rtlReceiver).unsubscribe)
 	if err != nil {
 		return err
 	}
-	defer leave()
-	if sub == nil {
-		sub = r.subscribe(s.model, s.id, s.channel)
-	}
-	defer r.unsubscribe(sub)
+	defer done()
 	for {
 		select {
 		case <-ctx.Done():
