@@ -38,33 +38,15 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/gatewayd-ha.XXXXXX")
 gw=e2e-ha
 py=/usr/bin/python3 # Debian's, with python3-paho-mqtt and python3-jinja2
-failures=0
-started_pids=()
+. "$repo/test/lib.sh"
 
 cleanup() {
-	local pid
-	for pid in "${started_pids[@]}"; do
-		if kill -0 "$pid" 2>/dev/null; then
-			kill -TERM "$pid" 2>/dev/null || true
-		fi
-	done
-	for pid in "${started_pids[@]}"; do
-		{ wait "$pid"; } 2>/dev/null || true
-	done
-	if [[ "${KEEP_TMP:-0}" == 1 ]]; then
-		echo "temp dir kept: $tmp"
-	else
-		rm -rf "$tmp"
-	fi
+	stop_started
+	remove_tmp
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-pass() { echo "PASS  $*"; }
-fail() {
-	echo "FAIL  $*"
-	failures=$((failures + 1))
-}
 die() {
 	fail "$*"
 	show_logs
@@ -78,17 +60,6 @@ show_logs() {
 		tail -n 30 "$f"
 	done
 }
-wait_for() {
-	local deadline=$((SECONDS + $1))
-	shift
-	until "$@"; do
-		if ((SECONDS >= deadline)); then
-			return 1
-		fi
-		sleep 0.1
-	done
-}
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 for tool in go mosquitto; do
 	command -v "$tool" >/dev/null || die "$tool is not installed"
