@@ -96,18 +96,6 @@ mkdir -p "$tmp/mosquitto-data"
 	if ((EUID == 0)); then echo "user root"; fi
 } >"$tmp/mosquitto.conf"
 
-mosquitto_pid=
-start_broker() {
-	mosquitto -c "$tmp/mosquitto.conf" >>"$tmp/mosquitto.out" 2>&1 &
-	mosquitto_pid=$!
-	started_pids+=("$mosquitto_pid")
-	wait_for 10 port_open "$mqtt_port"
-}
-stop_broker() { # SIGTERM: mosquitto saves its persistence file and exits
-	kill -TERM "$mosquitto_pid"
-	wait "$mosquitto_pid" || true
-}
-
 if start_broker; then
 	pass "mosquitto listening on 127.0.0.1:$mqtt_port"
 else

@@ -208,13 +208,6 @@ mqtt_port=$("$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0
 	echo "log_dest file $tmp/mosquitto.log"
 	if ((EUID == 0)); then echo "user root"; fi
 } >"$tmp/mosquitto.conf"
-mosquitto_pid=
-start_broker() {
-	mosquitto -c "$tmp/mosquitto.conf" >>"$tmp/mosquitto.out" 2>&1 &
-	mosquitto_pid=$!
-	started_pids+=("$mosquitto_pid")
-	wait_for 10 port_open "$mqtt_port"
-}
 start_broker || die "mosquitto did not start"
 pass "mosquitto (no persistence) on 127.0.0.1:$mqtt_port"
 
@@ -284,8 +277,7 @@ fi
 kill "$live_pid" 2>/dev/null || true
 
 # ---------------------------------------------------------------- broker restart
-kill -TERM "$mosquitto_pid"
-wait "$mosquitto_pid" || true
+stop_broker
 start_broker || die "mosquitto did not restart"
 if wait_for 15 has_retained "${all_configs[@]}"; then
 	pass "mosquitto restarted without persistence: every config retained again"

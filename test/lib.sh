@@ -48,6 +48,23 @@ wait_for() {
 	done
 }
 
+# start_broker: mosquitto -c "$tmp/mosquitto.conf" in the background (its
+# output appended to "$tmp/mosquitto.out", its PID in mosquitto_pid and
+# started_pids); fails unless it accepts on 127.0.0.1:$mqtt_port within 10 s.
+mosquitto_pid=
+start_broker() {
+	mosquitto -c "$tmp/mosquitto.conf" >>"$tmp/mosquitto.out" 2>&1 &
+	mosquitto_pid=$!
+	started_pids+=("$mosquitto_pid")
+	wait_for 10 port_open "$mqtt_port"
+}
+# stop_broker: SIGTERM to the mosquitto start_broker started (it saves its
+# persistence file, if any, and exits), and wait for it.
+stop_broker() {
+	kill -TERM "$mosquitto_pid"
+	wait "$mosquitto_pid" || true
+}
+
 # free_port: a TCP port of 127.0.0.1 that was free a moment ago.
 free_port() {
 	python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'

@@ -229,9 +229,7 @@ mqtt_port=$(free_port)
 	# As root, mosquitto switches to user "mosquitto", which cannot write to our temp dir.
 	if ((EUID == 0)); then echo "user root"; fi
 } >"$tmp/mosquitto.conf"
-mosquitto -c "$tmp/mosquitto.conf" >"$tmp/mosquitto.out" 2>&1 &
-started_pids+=($!)
-wait_for 10 port_open "$mqtt_port" || die "mosquitto did not start on 127.0.0.1:$mqtt_port"
+start_broker || die "mosquitto did not start on 127.0.0.1:$mqtt_port"
 pass "mosquitto on 127.0.0.1:$mqtt_port"
 
 declare -A qemu=([arm64]="qemu-aarch64-static" [armv7]="qemu-arm-static" [armv6]="qemu-arm-static -cpu arm1176")
