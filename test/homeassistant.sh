@@ -200,7 +200,7 @@ else
 fi
 
 # ---------------------------------------------------------------- broker, gatewayd
-mqtt_port=$("$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+mqtt_port=$(free_port)
 {
 	echo "listener $mqtt_port 127.0.0.1"
 	echo "allow_anonymous true"
