@@ -31,33 +31,15 @@ set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/gatewayd-e2e.XXXXXX")
 gw_id=e2e
-failures=0
-started_pids=()   # every background process this script started
+. "$repo/test/lib.sh"
 
 cleanup() {
-	local pid
-	for pid in "${started_pids[@]}"; do
-		if kill -0 "$pid" 2>/dev/null; then
-			kill -TERM "$pid" 2>/dev/null || true
-		fi
-	done
-	for pid in "${started_pids[@]}"; do
-		wait "$pid" 2>/dev/null || true
-	done
-	if [[ "${KEEP_TMP:-0}" == 1 ]]; then
-		echo "temp dir kept: $tmp"
-	else
-		rm -rf "$tmp"
-	fi
+	stop_started
+	remove_tmp
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-pass() { echo "PASS  $*"; }
-fail() {
-	echo "FAIL  $*"
-	failures=$((failures + 1))
-}
 # die: a failure after which nothing else can be checked.
 die() {
 	fail "$*"
@@ -72,25 +54,6 @@ show_logs() {
 		tail -n 30 "$f"
 	done
 }
-
-# wait_for SECONDS CMD...: run CMD every 100ms until it succeeds (0) or the
-# deadline passes (1).
-wait_for() {
-	local deadline=$((SECONDS + $1))
-	shift
-	until "$@"; do
-		if ((SECONDS >= deadline)); then
-			return 1
-		fi
-		sleep 0.1
-	done
-}
-
-free_port() {
-	python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 for tool in go mosquitto mosquitto_pub mosquitto_sub curl python3; do
 	if ! command -v "$tool" >/dev/null; then
@@ -132,18 +95,6 @@ mkdir -p "$tmp/mosquitto-data"
 	# to our temp dir.
 	if ((EUID == 0)); then echo "user root"; fi
 } >"$tmp/mosquitto.conf"
-
-mosquitto_pid=
-start_broker() {
-	mosquitto -c "$tmp/mosquitto.conf" >>"$tmp/mosquitto.out" 2>&1 &
-	mosquitto_pid=$!
-	started_pids+=("$mosquitto_pid")
-	wait_for 10 port_open "$mqtt_port"
-}
-stop_broker() { # SIGTERM: mosquitto saves its persistence file and exits
-	kill -TERM "$mosquitto_pid"
-	wait "$mosquitto_pid" || true
-}
 
 if start_broker; then
 	pass "mosquitto listening on 127.0.0.1:$mqtt_port"

@@ -38,33 +38,15 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/gatewayd-ha.XXXXXX")
 gw=e2e-ha
 py=/usr/bin/python3 # Debian's, with python3-paho-mqtt and python3-jinja2
-failures=0
-started_pids=()
+. "$repo/test/lib.sh"
 
 cleanup() {
-	local pid
-	for pid in "${started_pids[@]}"; do
-		if kill -0 "$pid" 2>/dev/null; then
-			kill -TERM "$pid" 2>/dev/null || true
-		fi
-	done
-	for pid in "${started_pids[@]}"; do
-		{ wait "$pid"; } 2>/dev/null || true
-	done
-	if [[ "${KEEP_TMP:-0}" == 1 ]]; then
-		echo "temp dir kept: $tmp"
-	else
-		rm -rf "$tmp"
-	fi
+	stop_started
+	remove_tmp
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-pass() { echo "PASS  $*"; }
-fail() {
-	echo "FAIL  $*"
-	failures=$((failures + 1))
-}
 die() {
 	fail "$*"
 	show_logs
@@ -78,17 +60,6 @@ show_logs() {
 		tail -n 30 "$f"
 	done
 }
-wait_for() {
-	local deadline=$((SECONDS + $1))
-	shift
-	until "$@"; do
-		if ((SECONDS >= deadline)); then
-			return 1
-		fi
-		sleep 0.1
-	done
-}
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 for tool in go mosquitto; do
 	command -v "$tool" >/dev/null || die "$tool is not installed"
@@ -229,7 +200,7 @@ else
 fi
 
 # ---------------------------------------------------------------- broker, gatewayd
-mqtt_port=$("$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+mqtt_port=$(free_port)
 {
 	echo "listener $mqtt_port 127.0.0.1"
 	echo "allow_anonymous true"
@@ -237,13 +208,6 @@ mqtt_port=$("$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0
 	echo "log_dest file $tmp/mosquitto.log"
 	if ((EUID == 0)); then echo "user root"; fi
 } >"$tmp/mosquitto.conf"
-mosquitto_pid=
-start_broker() {
-	mosquitto -c "$tmp/mosquitto.conf" >>"$tmp/mosquitto.out" 2>&1 &
-	mosquitto_pid=$!
-	started_pids+=("$mosquitto_pid")
-	wait_for 10 port_open "$mqtt_port"
-}
 start_broker || die "mosquitto did not start"
 pass "mosquitto (no persistence) on 127.0.0.1:$mqtt_port"
 
@@ -313,8 +277,7 @@ fi
 kill "$live_pid" 2>/dev/null || true
 
 # ---------------------------------------------------------------- broker restart
-kill -TERM "$mosquitto_pid"
-wait "$mosquitto_pid" || true
+stop_broker
 start_broker || die "mosquitto did not restart"
 if wait_for 15 has_retained "${all_configs[@]}"; then
 	pass "mosquitto restarted without persistence: every config retained again"

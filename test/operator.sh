@@ -44,27 +44,16 @@ if [[ "${1:-}" == -screenshot ]]; then
 	screenshot=$(realpath -m "$2")
 fi
 gw_id=pi-kitchen
-failures=0
-started_pids=()
+. "$repo/test/lib.sh"
+wait_for_interval=0.2
 
 cleanup() {
-	local pid
-	for pid in "${started_pids[@]}"; do
-		kill -TERM "$pid" 2>/dev/null || true
-	done
-	for pid in "${started_pids[@]}"; do
-		wait "$pid" 2>/dev/null || true
-	done
-	if [[ "${KEEP_TMP:-0}" == 1 ]]; then echo "temp dir kept: $tmp"; else rm -rf "$tmp"; fi
+	stop_started
+	remove_tmp
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-pass() { echo "PASS  $*"; }
-fail() {
-	echo "FAIL  $*"
-	failures=$((failures + 1))
-}
 die() {
 	fail "$*"
 	for f in "$tmp/gatewayd.log" "$tmp/prometheus.log"; do
@@ -72,15 +61,6 @@ die() {
 	done
 	exit 1
 }
-wait_for() { # wait_for SECONDS CMD...: poll CMD every 200ms
-	local deadline=$((SECONDS + $1))
-	shift
-	until "$@"; do
-		((SECONDS < deadline)) || return 1
-		sleep 0.2
-	done
-}
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 for tool in go python3 curl openssl htpasswd prometheus promtool chromium; do
 	command -v "$tool" >/dev/null || die "$tool is not installed (Debian: apt-get install curl openssl apache2-utils prometheus chromium)"

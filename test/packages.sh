@@ -34,21 +34,14 @@ set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/gatewayd-packages.XXXXXX")
-failures=0
-started_pids=()
+. "$repo/test/lib.sh"
 installed=0
 made_private=0 # this script created /var/lib/private (to stand in for systemd)
 sudo=()
 if ((EUID != 0)); then sudo=(sudo); fi
 
 cleanup() {
-	local pid
-	for pid in "${started_pids[@]}"; do
-		kill -TERM "$pid" 2>/dev/null || true
-	done
-	for pid in "${started_pids[@]}"; do
-		wait "$pid" 2>/dev/null || true
-	done
+	stop_started
 	if ((installed)); then
 		echo "cleanup: dpkg -P gatewayd"
 		"${sudo[@]}" dpkg -P gatewayd >/dev/null || true
@@ -61,11 +54,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-pass() { echo "PASS  $*"; }
-fail() {
-	echo "FAIL  $*"
-	failures=$((failures + 1))
-}
 die() {
 	fail "$*"
 	exit 1
@@ -76,19 +64,6 @@ check() {
 	shift
 	if "$@"; then pass "$what"; else fail "$what"; fi
 }
-# wait_for SECONDS CMD...: run CMD every 100ms until it succeeds or the deadline passes.
-wait_for() {
-	local deadline=$((SECONDS + $1))
-	shift
-	until "$@"; do
-		((SECONDS < deadline)) || return 1
-		sleep 0.1
-	done
-}
-free_port() {
-	python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 absent() { ! "${sudo[@]}" test -e "$1" && ! "${sudo[@]}" test -L "$1"; }
 
 for tool in go make git dpkg lintian rpm qemu-aarch64-static qemu-arm-static mosquitto mosquitto_sub systemd-analyze python3 sha256sum; do
@@ -254,9 +229,7 @@ mqtt_port=$(free_port)
 	# As root, mosquitto switches to user "mosquitto", which cannot write to our temp dir.
 	if ((EUID == 0)); then echo "user root"; fi
 } >"$tmp/mosquitto.conf"
-mosquitto -c "$tmp/mosquitto.conf" >"$tmp/mosquitto.out" 2>&1 &
-started_pids+=($!)
-wait_for 10 port_open "$mqtt_port" || die "mosquitto did not start on 127.0.0.1:$mqtt_port"
+start_broker || die "mosquitto did not start on 127.0.0.1:$mqtt_port"
 pass "mosquitto on 127.0.0.1:$mqtt_port"
 
 declare -A qemu=([arm64]="qemu-aarch64-static" [armv7]="qemu-arm-static" [armv6]="qemu-arm-static -cpu arm1176")

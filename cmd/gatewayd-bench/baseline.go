@@ -26,13 +26,23 @@ type BaselineOptions struct {
 	CleanSession bool
 	// ConnectTimeout bounds the first connect (default 10 s).
 	ConnectTimeout time.Duration
+	// MaxReconnectInterval caps paho's reconnect backoff (0: paho's).
+	MaxReconnectInterval time.Duration
+	// Unordered lets paho run a subscriber's callback for several messages
+	// at once (SetOrderMatters(false)).
+	Unordered bool
 }
 
 func (o BaselineOptions) clientOptions() *mqtt.ClientOptions {
-	return mqtt.NewClientOptions().
+	opts := mqtt.NewClientOptions().
 		AddBroker(o.URL).
 		SetClientID(o.ClientID).
-		SetCleanSession(o.CleanSession)
+		SetCleanSession(o.CleanSession).
+		SetOrderMatters(!o.Unordered)
+	if o.MaxReconnectInterval > 0 {
+		opts.SetMaxReconnectInterval(o.MaxReconnectInterval)
+	}
+	return opts
 }
 
 func (o BaselineOptions) connect(c mqtt.Client) error {
@@ -127,7 +137,7 @@ func (p *BaselinePublisher) Close(timeout time.Duration) error {
 
 // BaselineSubscriber is a bare paho subscriber that (re)subscribes on every
 // connect and hands each message to a callback on paho's goroutine, in
-// order, before paho acknowledges it.
+// order (unless Unordered), before paho acknowledges it.
 type BaselineSubscriber struct {
 	client mqtt.Client
 }

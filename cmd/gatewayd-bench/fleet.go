@@ -11,8 +11,6 @@ import (
 	"sync"
 	"syscall"
 	"time"
-
-	mqtt "github.com/eclipse/paho.mqtt.golang"
 )
 
 // The fleet scenario: -fleet real gatewayd processes (ids fleet-0001...,
@@ -352,7 +350,7 @@ func raiseNofile(need uint64) error {
 // fleetSub is the fleet's witness: a persistent QoS 1 subscriber on
 // fleet/#, that keeps per topic every seq that arrived.
 type fleetSub struct {
-	c mqtt.Client
+	sub *BaselineSubscriber
 
 	mu   sync.Mutex
 	seqs map[string]map[string]map[uint64]bool // gateway -> topic -> seq
@@ -360,37 +358,14 @@ type fleetSub struct {
 
 func newFleetSub(url string) (*fleetSub, error) {
 	s := &fleetSub{seqs: map[string]map[string]map[uint64]bool{}}
-	subscribed := make(chan error, 1)
-	o := BaselineOptions{URL: url, ClientID: "fleet-subscriber"}.clientOptions().
-		SetCleanSession(false).
-		SetMaxReconnectInterval(500 * time.Millisecond).
-		SetOrderMatters(false).
-		SetOnConnectHandler(func(c mqtt.Client) {
-			tok := c.Subscribe("fleet/#", 1, func(_ mqtt.Client, m mqtt.Message) { s.onMessage(m.Topic(), m.Payload()) })
-			tok.Wait()
-			select {
-			case subscribed <- tok.Error():
-			default:
-			}
-		})
-	s.c = mqtt.NewClient(o)
-	if err := (BaselineOptions{URL: url}).connect(s.c); err != nil {
-		return nil, err
-	}
-	select {
-	case err := <-subscribed:
-		if err != nil {
-			s.c.Disconnect(0)
-			return nil, err
-		}
-	case <-time.After(10 * time.Second):
-		s.c.Disconnect(0)
-		return nil, errors.New("no SUBACK within 10s")
-	}
-	return s, nil
+	var err error
+	s.sub, err = NewBaselineSubscriber(BaselineOptions{URL: url, ClientID: "fleet-subscriber",
+		MaxReconnectInterval: 500 * time.Millisecond, Unordered: true},
+		"fleet/#", 1, func(topic string, payload []byte, _ time.Time) { s.onMessage(topic, payload) })
+	return s, err
 }
 
-func (s *fleetSub) close() { s.c.Disconnect(100) }
+func (s *fleetSub) close() { s.sub.Close() }
 
 func (s *fleetSub) onMessage(topic string, payload []byte) {
 	rest, ok := strings.CutPrefix(topic, "fleet/")

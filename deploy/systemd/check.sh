@@ -15,16 +15,21 @@ trap 'rm -rf "$tmp"' EXIT
 cp /bin/true "$tmp/gatewayd"
 sed "s#/usr/bin/gatewayd#$tmp/gatewayd#g" "$here/gatewayd.service" >"$tmp/gatewayd.service"
 
-if ! systemd-analyze verify "$tmp/gatewayd.service" 2>"$tmp/verify.err" || [ -s "$tmp/verify.err" ]; then
-  echo "FAIL systemd-analyze verify:"; cat "$tmp/verify.err"; exit 1
-fi
+# verify WHAT UNIT: systemd-analyze verify UNIT, which fails on any output on
+# stderr (an unknown key is only a warning); WHAT ends the FAIL line. A
+# SYSTEMD_UNIT_PATH given with the call passes through.
+verify() {
+  if ! systemd-analyze verify "$2" 2>"$tmp/verify.err" || [ -s "$tmp/verify.err" ]; then
+    echo "FAIL systemd-analyze verify$1:"; cat "$tmp/verify.err"; exit 1
+  fi
+}
+
+verify "" "$tmp/gatewayd.service"
 echo "PASS systemd-analyze verify (no warnings)"
 # The commented LoadCredential= example must stay valid when uncommented.
 sed 's/^#LoadCredential=/LoadCredential=/' "$tmp/gatewayd.service" >"$tmp/gatewayd-credential.service"
 grep -q '^LoadCredential=mqtt-password:' "$tmp/gatewayd-credential.service" || { echo "FAIL no LoadCredential= example in the unit"; exit 1; }
-if ! systemd-analyze verify "$tmp/gatewayd-credential.service" 2>"$tmp/verify.err" || [ -s "$tmp/verify.err" ]; then
-  echo "FAIL systemd-analyze verify with LoadCredential= uncommented:"; cat "$tmp/verify.err"; exit 1
-fi
+verify " with LoadCredential= uncommented" "$tmp/gatewayd-credential.service"
 echo "PASS systemd-analyze verify with the LoadCredential= example uncommented"
 # The drop-ins in gatewayd.service.d/, each on its own with the unit: verify
 # reads a unit's drop-ins from gatewayd.service.d/ on the unit search path
@@ -35,9 +40,7 @@ for dropin in "$here"/gatewayd.service.d/*.conf; do
   rm -rf "$tmp/unit" && mkdir -p "$tmp/unit/gatewayd.service.d"
   cp "$tmp/gatewayd.service" "$tmp/unit/"
   cp "$dropin" "$tmp/unit/gatewayd.service.d/"
-  if ! SYSTEMD_UNIT_PATH="$tmp/unit:" systemd-analyze verify "$tmp/unit/gatewayd.service" 2>"$tmp/verify.err" || [ -s "$tmp/verify.err" ]; then
-    echo "FAIL systemd-analyze verify with $name:"; cat "$tmp/verify.err"; exit 1
-  fi
+  SYSTEMD_UNIT_PATH="$tmp/unit:" verify " with $name" "$tmp/unit/gatewayd.service"
   # A misspelt key is only a warning above, and a drop-in that is not read
   # at all is silent: check that systemd sees what the drop-in sets.
   # (Into a file first: grep -q stops reading early, and under pipefail the
