@@ -61,7 +61,7 @@ show_logs() {
 	done
 }
 
-for tool in go mosquitto; do
+for tool in go mosquitto mosquitto_pub python3; do
 	command -v "$tool" >/dev/null || die "$tool is not installed"
 done
 if ! "$py" -c 'import jinja2, paho.mqtt.client' 2>/dev/null; then
