@@ -111,6 +111,14 @@ func (b *bufConn) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// readErr is the error of the first failed read: why the connection
+// ended.
+func (b *bufConn) readErr() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.rerr
+}
+
 // errClosed is the error of a Write after Close: net.ErrClosed, as a
 // closed net.Conn answers. paho.mqtt.golang writes after closing the
 // connection in its shutdown and ignores exactly this error (by its text,
