@@ -451,11 +451,17 @@ func waitToken(tok Token, c *Conn, timeout time.Duration) error {
 // shutdown publishes "offline" (retained) and disconnects cleanly.
 func (s *Session) shutdown(c *Conn, o *Options) {
 	s.publishOffline(c, o)
-	c.markLost(errors.New("shut down"))
+	s.disconnect(c, errors.New("shut down"), "disconnected")
+}
+
+// disconnect ends c cleanly for reason: no longer current, a DISCONNECT,
+// its subscriptions ended; then logs msg.
+func (s *Session) disconnect(c *Conn, reason error, msg string) {
+	c.markLost(reason)
 	s.setConn(nil)
 	c.client.disconnect()
 	s.subscriptionsEnded(c)
-	s.log.Info("disconnected", "broker", c.url)
+	s.log.Info(msg, "broker", c.url)
 }
 
 // subscriptionsEnded waits until the subscriptions of c, a connection
