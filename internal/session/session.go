@@ -485,12 +485,3 @@ func (s *Session) publishOffline(c *Conn, o *Options) {
 		}
 	}
 }
-
-func isClosed(c <-chan struct{}) bool {
-	select {
-	case <-c:
-		return true
-	default:
-		return false
-	}
-}
