@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"net"
 	"sync"
 	"time"
 
@@ -22,8 +21,7 @@ import (
 // for the PINGRESP).
 type client5 struct {
 	pc    *paho.Client
-	nc    net.Conn
-	raw   *bufConn // under nc
+	raw   *bufConn // the network connection, from dial
 	state *state5
 	p     *connectParams
 
@@ -50,7 +48,7 @@ func connect5(ctx context.Context, p *connectParams) (client, connack, error) {
 	// paho.golang writes from several goroutines; a packet is written in
 	// more than one Write, so the connection must be locked per packet.
 	nc := packets.NewThreadSafeConn(raw)
-	c := &client5{nc: nc, raw: raw, p: p, state: newState5()}
+	c := &client5{raw: raw, p: p, state: newState5()}
 	// paho.golang fails the requests in flight before it reports why the
 	// connection ended: the state reports it first, so that the session
 	// logs the cause, not the failed requests.
