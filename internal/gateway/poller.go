@@ -260,14 +260,11 @@ func (p *Poller) Plan(cfg *config.Config) (*Plan, error) {
 	p.mu.Lock()
 	old := p.sensors
 	p.mu.Unlock()
-	pl := &Plan{p: p, kept: map[*sensor]bool{}, named: map[string]bool{}, running: map[string]bool{}}
-	for _, s := range old {
-		pl.running[s.cfg.Name] = true
-	}
 	byName := make(map[string]*sensor, len(old))
 	for _, s := range old {
 		byName[s.cfg.Name] = s
 	}
+	pl := &Plan{p: p, kept: map[*sensor]bool{}, named: map[string]bool{}, running: byName}
 	for i := range cfg.Sensors {
 		c := &cfg.Sensors[i]
 		pl.named[c.Name] = true
@@ -308,14 +305,15 @@ type Plan struct {
 	next             []*sensor // the sensors after it, in the config's order
 	started, stopped []*sensor
 	kept             map[*sensor]bool
-	named, running   map[string]bool // names after it, and before
+	named            map[string]bool    // names after it
+	running          map[string]*sensor // the sensors before it, by name
 }
 
 // Discard drops a plan that will not be applied: the metrics of the
 // sensors it would have added.
 func (pl *Plan) Discard() {
 	for _, s := range pl.started {
-		if !pl.running[s.cfg.Name] {
+		if pl.running[s.cfg.Name] == nil {
 			pl.p.m.Sensors.Remove(s.cfg.Name)
 		}
 		s.close() // built for the plan, never run

@@ -1,10 +1,13 @@
 package session
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
 	"testing"
 	"time"
 
+	"github.com/gatewayd/gatewayd/internal/metrics"
 	"github.com/gatewayd/gatewayd/internal/testbroker"
 )
 
@@ -43,20 +46,21 @@ func BenchmarkPublish(b *testing.B) {
 func startBench(b *testing.B, o Options) *Conn {
 	b.Helper()
 	o.Broker.Availability.Topic = ""
-	s, err := New(o, discard(), newMetrics(), newLiveness())
+	s, err := New(o, slog.New(slog.DiscardHandler), metrics.New("bench"), metrics.NewLiveness(time.Hour))
 	if err != nil {
 		b.Fatal(err)
 	}
-	stop := runFor(s)
-	b.Cleanup(stop)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if c, _ := s.Current(); c != nil {
-			return c
-		}
-		if time.Now().After(deadline) {
-			b.Fatal("not connected")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.Run(ctx)
+	}()
+	b.Cleanup(func() { cancel(); <-done })
+	var c *Conn
+	testbroker.Eventually(b, 10*time.Second, "connected", func() bool {
+		c, _ = s.Current()
+		return c != nil
+	})
+	return c
 }

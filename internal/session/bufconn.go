@@ -56,10 +56,6 @@ type bufConn struct {
 	rerr      error         // the first failed read
 	endOnce   sync.Once
 	ended     chan struct{} // closed when the network connection is closed
-
-	// flushes and writes count the network writes and the client's
-	// Writes, for tests.
-	flushes, writes int
 }
 
 const (
@@ -111,6 +107,14 @@ func (b *bufConn) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// readErr is the error of the first failed read: why the connection
+// ended.
+func (b *bufConn) readErr() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.rerr
+}
+
 // errClosed is the error of a Write after Close: net.ErrClosed, as a
 // closed net.Conn answers. paho.mqtt.golang writes after closing the
 // connection in its shutdown and ignores exactly this error (by its text,
@@ -134,7 +138,6 @@ func (b *bufConn) Write(p []byte) (int, error) {
 		return 0, errClosed
 	}
 	b.pending = append(b.pending, p...)
-	b.writes++
 	if len(b.pending) >= flushAt && !b.writing {
 		b.flushLocked()
 	}
@@ -159,7 +162,6 @@ func (b *bufConn) flushLocked() {
 	batch := b.pending
 	b.pending = b.spare[:0]
 	b.writing = true
-	b.flushes++
 	b.drained.Broadcast() // room for blocked writers
 	b.mu.Unlock()
 

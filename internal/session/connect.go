@@ -22,15 +22,14 @@ func (s *Session) connectAny(ctx context.Context, o *Options, key connKey) (*Con
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() {
-		_, updated := s.options()
 		for {
-			if s.keyChanged(key) {
+			changed, updated := s.keyChanged(key)
+			if changed {
 				cancel()
 				return
 			}
 			select {
 			case <-updated:
-				_, updated = s.options()
 			case <-ctx.Done():
 				return
 			}
@@ -161,8 +160,9 @@ func (s *Session) lowerWill(code byte) bool {
 	return true
 }
 
-// keyChanged reports whether the connection settings now differ from key.
-func (s *Session) keyChanged(key connKey) bool {
-	opts, _ := s.options()
-	return !reflect.DeepEqual(keyOf(&opts), key)
+// keyChanged reports whether the connection settings now differ from key,
+// and returns a channel closed at the next Update.
+func (s *Session) keyChanged(key connKey) (bool, <-chan struct{}) {
+	opts, updated := s.options()
+	return !reflect.DeepEqual(keyOf(&opts), key), updated
 }

@@ -191,18 +191,3 @@ func writeFile(t *testing.T, path, content string) {
 		t.Fatal(err)
 	}
 }
-
-func discard() *slog.Logger          { return slog.New(slog.DiscardHandler) }
-func newMetrics() *metrics.Metrics   { return metrics.New("bench") }
-func newLiveness() *metrics.Liveness { return metrics.NewLiveness(time.Hour) }
-
-// runFor runs s until the returned stop is called.
-func runFor(s *Session) (stop func()) {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		s.Run(ctx)
-	}()
-	return func() { cancel(); <-done }
-}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"net"
 	"sync"
 	"time"
 
@@ -22,8 +21,7 @@ import (
 // for the PINGRESP).
 type client5 struct {
 	pc    *paho.Client
-	nc    net.Conn
-	raw   *bufConn // under nc
+	raw   *bufConn // the network connection, from dial
 	state *state5
 	p     *connectParams
 
@@ -47,20 +45,18 @@ func connect5(ctx context.Context, p *connectParams) (client, connack, error) {
 	if err != nil {
 		return nil, connack{}, err
 	}
-	ec := &errConn{Conn: raw}
 	// paho.golang writes from several goroutines; a packet is written in
 	// more than one Write, so the connection must be locked per packet.
-	nc := packets.NewThreadSafeConn(ec)
-	c := &client5{nc: nc, raw: raw, p: p, state: newState5()}
+	nc := packets.NewThreadSafeConn(raw)
+	c := &client5{raw: raw, p: p, state: newState5()}
 	// paho.golang fails the requests in flight before it reports why the
 	// connection ended: the state reports it first, so that the session
 	// logs the cause, not the failed requests.
 	c.state.onLost = func(dp *packets.Disconnect) {
-		switch {
-		case dp != nil:
+		if dp != nil {
 			p.onLost(disconnectError(paho.DisconnectFromPacketDisconnect(dp)))
-		case ec.readErr() != nil:
-			p.onLost(ec.readErr())
+		} else if err := raw.readErr(); err != nil {
+			p.onLost(err)
 		}
 	}
 	c.pc = paho.NewClient(paho.ClientConfig{
@@ -139,31 +135,6 @@ func connect5(ctx context.Context, p *connectParams) (client, connack, error) {
 }
 
 func ptr[T any](v T) *T { return &v }
-
-// errConn remembers the first error of a read: why the connection ended.
-type errConn struct {
-	net.Conn
-	mu  sync.Mutex
-	err error
-}
-
-func (c *errConn) Read(b []byte) (int, error) {
-	n, err := c.Conn.Read(b)
-	if err != nil {
-		c.mu.Lock()
-		if c.err == nil {
-			c.err = err
-		}
-		c.mu.Unlock()
-	}
-	return n, err
-}
-
-func (c *errConn) readErr() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.err
-}
 
 // ConnackError is an MQTT 5 CONNACK that refused the connection.
 type ConnackError struct {

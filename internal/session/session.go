@@ -21,7 +21,6 @@ import (
 	"log/slog"
 	"math"
 	"math/rand/v2"
-	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -218,7 +217,7 @@ func (s *Session) Run(ctx context.Context) error {
 			return nil
 		}
 		if err != nil {
-			if s.keyChanged(key) {
+			if changed, _ := s.keyChanged(key); changed {
 				continue // new settings: try them at once
 			}
 			maxDelay := opts.Broker.ReconnectMaxInterval.D()
@@ -387,9 +386,9 @@ func (s *Session) sleep(ctx context.Context, d time.Duration, key connKey) bool 
 	defer t.Stop()
 	tick := time.NewTicker(metrics.BeatInterval)
 	defer tick.Stop()
-	_, updated := s.options()
 	for {
-		if s.keyChanged(key) {
+		changed, updated := s.keyChanged(key)
+		if changed {
 			return true
 		}
 		select {
@@ -398,7 +397,6 @@ func (s *Session) sleep(ctx context.Context, d time.Duration, key connKey) bool 
 		case <-t.C:
 			return true
 		case <-updated:
-			_, updated = s.options()
 		case <-tick.C:
 			s.live.Beat("session")
 		}
@@ -419,8 +417,8 @@ func (s *Session) waitLost(ctx context.Context, conn *Conn, key connKey) ending 
 	tick := time.NewTicker(metrics.BeatInterval)
 	defer tick.Stop()
 	for {
-		opts, updated := s.options()
-		if k := keyOf(&opts); !reflect.DeepEqual(k, key) {
+		changed, updated := s.keyChanged(key)
+		if changed {
 			return reconfigured
 		}
 		select {
@@ -451,11 +449,17 @@ func waitToken(tok Token, c *Conn, timeout time.Duration) error {
 // shutdown publishes "offline" (retained) and disconnects cleanly.
 func (s *Session) shutdown(c *Conn, o *Options) {
 	s.publishOffline(c, o)
-	c.markLost(errors.New("shut down"))
+	s.disconnect(c, errors.New("shut down"), "disconnected")
+}
+
+// disconnect ends c cleanly for reason: no longer current, a DISCONNECT,
+// its subscriptions ended; then logs msg.
+func (s *Session) disconnect(c *Conn, reason error, msg string) {
+	c.markLost(reason)
 	s.setConn(nil)
 	c.client.disconnect()
 	s.subscriptionsEnded(c)
-	s.log.Info("disconnected", "broker", c.url)
+	s.log.Info(msg, "broker", c.url)
 }
 
 // subscriptionsEnded waits until the subscriptions of c, a connection
@@ -479,14 +483,5 @@ func (s *Session) publishOffline(c *Conn, o *Options) {
 		if err := waitToken(tok, c, 2*time.Second); err != nil {
 			s.log.Warn("cannot publish availability offline", "err", err)
 		}
-	}
-}
-
-func isClosed(c <-chan struct{}) bool {
-	select {
-	case <-c:
-		return true
-	default:
-		return false
 	}
 }

@@ -70,9 +70,5 @@ func (s *Session) reconnectForUpdate(c *Conn, old *Options) {
 	if now.Broker.Availability.Topic != old.Broker.Availability.Topic {
 		s.publishOffline(c, old)
 	}
-	c.markLost(errors.New("reconnecting with new settings"))
-	s.setConn(nil)
-	c.client.disconnect()
-	s.subscriptionsEnded(c)
-	s.log.Info("reconnecting with the new broker settings", "broker", c.url)
+	s.disconnect(c, errors.New("reconnecting with new settings"), "reconnecting with the new broker settings")
 }
