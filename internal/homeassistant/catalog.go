@@ -106,14 +106,12 @@ func (c *Catalog) Snapshot() Snapshot {
 // connect and when Home Assistant comes online.
 func (s Snapshot) Messages() iter.Seq[Message] {
 	return func(yield func(Message) bool) {
-		for _, m := range s.cfg.gatewayEntities() {
-			if !yield(m) {
-				return
-			}
-		}
 		owners := map[string]bool{}
 		for _, m := range s.cfg.gatewayEntities() {
 			owners[m.Topic] = true
+			if !yield(m) {
+				return
+			}
 		}
 		for _, se := range s.series {
 			sensor := s.sensors[se.sensor]
