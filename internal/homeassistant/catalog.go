@@ -157,17 +157,20 @@ func (c *Catalog) Reload(cfg Config) (clear []Message) {
 		kept = append(kept, se)
 	}
 	c.series = kept
-	now := map[string]bool{}
-	for m := range c.Snapshot().Messages() {
-		now[m.Topic] = true
-	}
 	c.rebuildOwners()
 	for m := range before.Messages() {
-		if !now[m.Topic] {
+		if !c.announces(m.Topic) {
 			clear = append(clear, Message{Topic: m.Topic})
 		}
 	}
 	return clear
+}
+
+// announces reports whether Messages yields a config on the discovery
+// topic t: the topics with an owner are exactly those.
+func (c *Catalog) announces(t string) bool {
+	_, ok := c.owners[t]
+	return ok
 }
 
 // rebuildOwners assigns every discovery topic to its owner, the gateway
