@@ -158,20 +158,7 @@ embedded_broker: {enabled: true, listen: "127.0.0.1:0"}
 sensors: [{name: room, type: simulated, interval: 50ms}]
 metrics: {listen: %q}
 `, metricsAddr))
-	cmd := exec.Command(binary, "-config", cfg)
-	stderr, _ := cmd.StderrPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
-	logs := make(chan string, 1000)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			logs <- sc.Text()
-		}
-		close(logs)
-	}()
+	cmd, logs := startGatewayd(t, nil, "-config", cfg)
 	waitLog(t, logs, "msg=connected", 10*time.Second)
 
 	deadline := time.Now().Add(10 * time.Second)
@@ -192,6 +179,29 @@ metrics: {listen: %q}
 	if err != nil || time.Since(start) > 10*time.Second {
 		t.Fatalf("after SIGTERM: %v after %s", err, time.Since(start))
 	}
+}
+
+// startGatewayd starts gatewayd with args, and env added to this process's
+// environment; it returns the command and the lines of its stderr, a
+// channel closed when it exits. The test's end kills it.
+func startGatewayd(t *testing.T, env []string, args ...string) (*exec.Cmd, <-chan string) {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	cmd.Env = append(os.Environ(), env...)
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill() })
+	logs := make(chan string, 1000)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			logs <- sc.Text()
+		}
+		close(logs)
+	}()
+	return cmd, logs
 }
 
 func waitLog(t *testing.T, logs <-chan string, want string, timeout time.Duration) {

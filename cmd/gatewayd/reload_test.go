@@ -1,11 +1,9 @@
 package main
 
 import (
-	"bufio"
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -44,21 +42,7 @@ sensors:
   - {name: room, type: simulated, interval: 50ms}
 `, metricsAddr)
 	cfg := writeConfig(t, good)
-	cmd := exec.Command(binary, "-config", cfg)
-	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+notify)
-	stderr, _ := cmd.StderrPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
-	logs := make(chan string, 1000)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			logs <- sc.Text()
-		}
-		close(logs)
-	}()
+	cmd, logs := startGatewayd(t, []string{"NOTIFY_SOCKET=" + notify}, "-config", cfg)
 	waitNote(t, notes, "READY=1")
 	waitLog(t, logs, "msg=connected", 10*time.Second)
 	metrics := func() string { return get(t, "http://"+metricsAddr+"/metrics") }

@@ -282,6 +282,23 @@ func subscribe(t *testing.T, url, clientID, filter string) *subscriber {
 	return s
 }
 
+// sees is a condition for testbroker.Eventually: the subscriber has
+// received a reading of value on topic.
+func (s *subscriber) sees(t *testing.T, topic string, value float64) func() bool {
+	return func() bool {
+		for _, m := range s.messages() {
+			if m.Topic == topic {
+				for _, r := range series(t, []testbroker.Message{m}) {
+					if r[0].Value == value {
+						return true
+					}
+				}
+			}
+		}
+		return false
+	}
+}
+
 func (s *subscriber) messages() []testbroker.Message {
 	s.mu.Lock()
 	defer s.mu.Unlock()

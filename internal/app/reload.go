@@ -17,7 +17,7 @@ import (
 // settings apply, metrics.listen moves (the new address is opened before
 // the old one is closed), and the session reconnects once only when a
 // broker.* setting changed. Nothing in the buffer is lost or sent twice.
-// The keys that cannot change while running (RestartKeys) keep their
+// The keys that cannot change while running (keepRunning) keep their
 // running values and are logged as needing a restart.
 //
 // A reload fails as a whole, changing nothing, when a sensor's source cannot
@@ -38,13 +38,6 @@ func (a *App) Reload(ctx context.Context, next *config.Config) error {
 // ReloadRefused records a reload whose file was refused (it did not parse
 // or probe): the daemon keeps running on the config it has.
 func (a *App) ReloadRefused() { a.Metrics.ConfigReloadOK.Set(0) }
-
-// RestartKeys are the keys a reload cannot change: the buffer is open on
-// its directory with its bounds, the embedded broker listens, and the HTTP
-// server serves with its web config file (whose content, though, is read
-// again at each request). A change to one of them is logged and applies at
-// the next start.
-var RestartKeys = []string{"buffer.*", "embedded_broker.*", "metrics.web_config_file", "homeassistant.discovery"}
 
 func (a *App) reload(ctx context.Context, next *config.Config) error {
 	cur := a.Config()
@@ -88,8 +81,13 @@ func (a *App) reload(ctx context.Context, next *config.Config) error {
 	return nil
 }
 
-// keepRunning sets the keys of next that cannot change live (RestartKeys)
-// to their running values, and returns those that differed.
+// keepRunning sets the keys of next that a reload cannot change to their
+// running values, and returns those that differed: buffer.* (the buffer is
+// open on its directory with its bounds), embedded_broker.* (the embedded
+// broker listens), metrics.web_config_file (the HTTP server serves with it,
+// though its content is read again at each request) and
+// homeassistant.discovery. A change to one of them is logged and applies at
+// the next start.
 func keepRunning(cur, next *config.Config) []string {
 	changed := changedKeys("buffer", cur.Buffer, next.Buffer)
 	changed = append(changed, changedKeys("embedded_broker", cur.EmbeddedBroker, next.EmbeddedBroker)...)

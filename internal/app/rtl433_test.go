@@ -38,23 +38,9 @@ func TestRTL433Replayed(t *testing.T) {
   - {name: other, type: rtl433, model: Nexus-TH, id: 99, command: [%q, "-r", %q, "-F", "json"]}
 `, bin, rec("nexus_th.cu8"), bin, rec("fineoffset_wh2.cu8")))
 
-	sees := func(topic string, value float64) func() bool {
-		return func() bool {
-			for _, m := range sub.messages() {
-				if m.Topic == topic {
-					for _, r := range series(t, []testbroker.Message{m}) {
-						if r[0].Value == value {
-							return true
-						}
-					}
-				}
-			}
-			return false
-		}
-	}
-	testbroker.Eventually(t, 15*time.Second, "garden temperature 19", sees("gatewayd/gw/garden/temperature", 19))
-	testbroker.Eventually(t, 15*time.Second, "garden humidity 71", sees("gatewayd/gw/garden/humidity", 71))
-	testbroker.Eventually(t, 15*time.Second, "garden battery_ok 0", sees("gatewayd/gw/garden/battery_ok", 0))
+	testbroker.Eventually(t, 15*time.Second, "garden temperature 19", sub.sees(t, "gatewayd/gw/garden/temperature", 19))
+	testbroker.Eventually(t, 15*time.Second, "garden humidity 71", sub.sees(t, "gatewayd/gw/garden/humidity", 71))
+	testbroker.Eventually(t, 15*time.Second, "garden battery_ok 0", sub.sees(t, "gatewayd/gw/garden/battery_ok", 0))
 	testbroker.Eventually(t, 15*time.Second, "the WH2 no sensor names is logged", func() bool {
 		return regexp.MustCompile(`"msg":"rtl_433 heard a device that no sensor names".*"model":"Fineoffset-WH2","id":"209"`).MatchString(d.logs.String())
 	})

@@ -41,28 +41,12 @@ func TestRealSourceFollowsTheTree(t *testing.T) {
   - {name: boiler, type: w1, device: 28-0316a2791eff, sysfs: %q, interval: 20ms, offset: {temperature: 0.5}}
 `, root, root))
 
-	sees := func(topic string, value float64) func() bool {
-		return func() bool {
-			for _, m := range sub.messages() {
-				if m.Topic == topic {
-					if rs := series(t, []testbroker.Message{m}); len(rs) == 1 {
-						for _, r := range rs {
-							if r[0].Value == value {
-								return true
-							}
-						}
-					}
-				}
-			}
-			return false
-		}
-	}
-	testbroker.Eventually(t, 10*time.Second, "rack temperature 21.5", sees("gatewayd/gw/rack/temperature", 21.5))
-	testbroker.Eventually(t, 10*time.Second, "rack humidity 45.25", sees("gatewayd/gw/rack/humidity", 45.25))
-	testbroker.Eventually(t, 10*time.Second, "boiler 8.625 (offset applied)", sees("gatewayd/gw/boiler/temperature", 8.625))
+	testbroker.Eventually(t, 10*time.Second, "rack temperature 21.5", sub.sees(t, "gatewayd/gw/rack/temperature", 21.5))
+	testbroker.Eventually(t, 10*time.Second, "rack humidity 45.25", sub.sees(t, "gatewayd/gw/rack/humidity", 45.25))
+	testbroker.Eventually(t, 10*time.Second, "boiler 8.625 (offset applied)", sub.sees(t, "gatewayd/gw/boiler/temperature", 8.625))
 
 	write(filepath.Join(hwmon, "temp1_input"), "23750\n")
 	write(filepath.Join(w1, "temperature"), "-1250\n")
-	testbroker.Eventually(t, 10*time.Second, "rack temperature 23.75", sees("gatewayd/gw/rack/temperature", 23.75))
-	testbroker.Eventually(t, 10*time.Second, "boiler -0.75", sees("gatewayd/gw/boiler/temperature", -0.75))
+	testbroker.Eventually(t, 10*time.Second, "rack temperature 23.75", sub.sees(t, "gatewayd/gw/rack/temperature", 23.75))
+	testbroker.Eventually(t, 10*time.Second, "boiler -0.75", sub.sees(t, "gatewayd/gw/boiler/temperature", -0.75))
 }

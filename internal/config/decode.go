@@ -59,10 +59,7 @@ func (p *parser) scan(root *yaml.Node) bool {
 	p.lines, p.types = map[string]place{}, map[string]string{}
 	var fractions []entry
 	walkPaths(root, func(path string, key, val *yaml.Node) {
-		n := val
-		for n.Kind == yaml.AliasNode && n.Alias != nil {
-			n = n.Alias
-		}
+		n := aliased(val)
 		pl := place{line: n.Line, valueLine: n.Line}
 		if key != nil {
 			pl.line = key.Line
@@ -98,9 +95,7 @@ func (p *parser) checkSensorType(path string, n *yaml.Node) {
 			t = n.Content[i+1]
 		}
 	}
-	for t != nil && t.Kind == yaml.AliasNode && t.Alias != nil {
-		t = t.Alias
-	}
+	t = aliased(t)
 	switch {
 	case t == nil || isNull(t):
 		p.failAt(n.Line, path+".type", "is required (one of %s)", strings.Join(sensors.Types(), ", "))
@@ -180,10 +175,7 @@ func (p *parser) translate(msg string, dec *index) FieldError {
 	}
 	if um := unmarshalRE.FindStringSubmatch(text); um != nil {
 		if path, ok := p.match(dec, line, um[1], um[3], um[2] != ""); ok {
-			n := dec.byPath[path].val
-			for n.Kind == yaml.AliasNode && n.Alias != nil {
-				n = n.Alias
-			}
+			n := aliased(dec.byPath[path].val)
 			t, _ := p.typeAt(path)
 			return p.at(path, p.valueLine(path), friendly(t, n, um[4]))
 		}

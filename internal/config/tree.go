@@ -64,6 +64,15 @@ func isNull(n *yaml.Node) bool {
 	return n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null"
 }
 
+// aliased is the node an alias stands for (through aliases of aliases), or
+// n itself when it is no alias.
+func aliased(n *yaml.Node) *yaml.Node {
+	for n != nil && n.Kind == yaml.AliasNode && n.Alias != nil {
+		n = n.Alias
+	}
+	return n
+}
+
 // expandedSize counts the nodes under n with every alias expanded, stopping
 // once past limit. The sizes of alias targets are memoised, so it runs in
 // linear time however deep the aliases nest.
@@ -291,10 +300,7 @@ func walkPaths(root *yaml.Node, f func(path string, key, val *yaml.Node)) {
 	var walk func(path string, key, val *yaml.Node)
 	walk = func(path string, key, val *yaml.Node) {
 		f(path, key, val)
-		n := val
-		for n.Kind == yaml.AliasNode && n.Alias != nil {
-			n = n.Alias
-		}
+		n := aliased(val)
 		switch n.Kind {
 		case yaml.MappingNode:
 			for i := 0; i+1 < len(n.Content); i += 2 {
@@ -333,10 +339,7 @@ func (x *index) reverse() {
 				x.keys[keyAt{e.key.Line, e.key.Value}] = e.path
 			}
 		}
-		n := e.val
-		for n.Kind == yaml.AliasNode && n.Alias != nil {
-			n = n.Alias
-		}
+		n := aliased(e.val)
 		p := pos{n.Line, n.Column, n.Kind}
 		if _, ok := x.byPos[p]; !ok {
 			x.byPos[p] = e.path

@@ -254,13 +254,9 @@ func (a *Announcer) Reload(cfg Config) {
 	clears := a.cat.Reload(cfg)
 	// A topic announced again (a sensor removed, then added back before
 	// its clearing went out) must not be cleared after all.
-	now := map[string]bool{}
-	for m := range a.cat.Snapshot().Messages() {
-		now[m.Topic] = true
-	}
 	var kept []Message
 	for _, m := range append(a.clears, clears...) {
-		if !now[m.Topic] {
+		if !a.cat.announces(m.Topic) {
 			kept = append(kept, m)
 		}
 	}

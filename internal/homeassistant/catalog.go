@@ -89,15 +89,16 @@ func (c *Catalog) Observe(sensor, quantity, stateTopic string) (m Message, ok bo
 // Snapshot is the catalog's content at one moment, to be sent while the
 // catalog goes on learning.
 type Snapshot struct {
-	cfg    Config
-	series []series
+	cfg     Config
+	sensors map[string]*Sensor // the catalog's, never changed: setConfig makes a new one
+	series  []series
 }
 
 // Snapshot copies what is needed to render every message; a few words per
 // series, so that 20,000 series cost a megabyte, not the 15 MB of their
 // payloads.
 func (c *Catalog) Snapshot() Snapshot {
-	return Snapshot{cfg: c.cfg, series: append([]series(nil), c.series...)}
+	return Snapshot{cfg: c.cfg, sensors: c.sensors, series: append([]series(nil), c.series...)}
 }
 
 // Messages yields every discovery config: the gateway's entities first,
@@ -105,17 +106,15 @@ func (c *Catalog) Snapshot() Snapshot {
 // connect and when Home Assistant comes online.
 func (s Snapshot) Messages() iter.Seq[Message] {
 	return func(yield func(Message) bool) {
+		owners := map[string]bool{}
 		for _, m := range s.cfg.gatewayEntities() {
+			owners[m.Topic] = true
 			if !yield(m) {
 				return
 			}
 		}
-		owners := map[string]bool{}
-		for _, m := range s.cfg.gatewayEntities() {
-			owners[m.Topic] = true
-		}
 		for _, se := range s.series {
-			sensor := s.cfg.sensor(se.sensor)
+			sensor := s.sensors[se.sensor]
 			if sensor == nil || !ValidID(se.sensor+"_"+se.quantity) {
 				continue
 			}
@@ -133,15 +132,6 @@ func (s Snapshot) Messages() iter.Seq[Message] {
 
 // Len is the number of messages Messages yields at most.
 func (s Snapshot) Len() int { return len(s.cfg.gatewayEntities()) + len(s.series) }
-
-func (c *Config) sensor(name string) *Sensor {
-	for i := range c.Sensors {
-		if c.Sensors[i].Name == name {
-			return &c.Sensors[i]
-		}
-	}
-	return nil
-}
 
 // Reload replaces the config. The series of sensors that are still
 // configured are kept, with their state topics made again from the new
@@ -167,17 +157,20 @@ func (c *Catalog) Reload(cfg Config) (clear []Message) {
 		kept = append(kept, se)
 	}
 	c.series = kept
-	now := map[string]bool{}
-	for m := range c.Snapshot().Messages() {
-		now[m.Topic] = true
-	}
 	c.rebuildOwners()
 	for m := range before.Messages() {
-		if !now[m.Topic] {
+		if !c.announces(m.Topic) {
 			clear = append(clear, Message{Topic: m.Topic})
 		}
 	}
 	return clear
+}
+
+// announces reports whether Messages yields a config on the discovery
+// topic t: the topics with an owner are exactly those.
+func (c *Catalog) announces(t string) bool {
+	_, ok := c.owners[t]
+	return ok
 }
 
 // rebuildOwners assigns every discovery topic to its owner, the gateway

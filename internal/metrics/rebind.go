@@ -110,7 +110,7 @@ func (s *Server) Rebind(addr string) error {
 	}
 	old := sv.current
 	oldSrv := sv.servers[old]
-	running := sv.errc != nil && oldSrv != nil
+	running := oldSrv != nil // nil: shutdown took the servers
 	if running {
 		sv.retired[old] = true
 		delete(sv.servers, old)
